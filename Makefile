@@ -56,9 +56,10 @@ book-strict: $(ENV_STAMP) $(MATHJAX)
 browser: $(ENV_STAMP)
 	$(BIN)/pytest tests/browser -q -rs
 
-## notebooks: re-execute every chapter and store the fresh outputs (then `make book`)
+## notebooks: re-execute every chapter, store the fresh outputs, refresh the equation index
 notebooks: $(ENV_STAMP)
 	$(BIN)/python tools/execute_notebooks.py chapters/*.ipynb
+	$(BIN)/python tools/equation_index.py
 
 ## bench: run the benchmarks; they rewrite appendix/performance.md
 bench: $(ENV_STAMP)

@@ -31,8 +31,11 @@ def execute(path: Path, timeout: int = 600) -> float:
     normalise_metadata(nb)
     start = time.perf_counter()
     # Run from the notebook's own folder, as Jupyter and nbval do.
+    # coalesce_streams merges consecutive writes to a stream into one output, so a
+    # progress bar is stored as its final line rather than one output per redraw.
     NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        nb, timeout=timeout, kernel_name="python3", coalesce_streams=True,
+        resources={"metadata": {"path": str(path.parent)}},
     ).execute()
     elapsed = time.perf_counter() - start
     for cell in nb.cells:
