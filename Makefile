@@ -17,7 +17,8 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with chapters/nbval-saniti
 
 ## book: create .venv if needed and build the HTML book into _build/html
 book: $(ENV_STAMP) $(MATHJAX)
-	$(BIN)/jupyter-book build . --keep-going
+	rm -rf _build/html
+	$(BIN)/jupyter-book build . --all --keep-going
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
 ## test: lint, unit tests, notebooks under nbval, a strict book build, the browser check
@@ -51,6 +52,7 @@ nbval: $(ENV_STAMP)
 	$(BIN)/pytest $(NBVAL) chapters -q
 
 book-strict: $(ENV_STAMP) $(MATHJAX)
+	rm -rf _build/html
 	$(BIN)/jupyter-book build . --all $(JB_STRICT)
 
 browser: $(ENV_STAMP)
