@@ -110,6 +110,13 @@ def check_spd(value, name: str, *, dim: int | None = None) -> np.ndarray:
     return array
 
 
+def check_bool(value, name: str) -> bool:
+    """Check that ``value`` is a bool (Python or NumPy), not merely truthy; return it as bool."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be a bool (True or False); got {_describe(value)}")
+    return bool(value)
+
+
 def check_generator(generator, name: str = "generator") -> torch.Generator | None:
     """Check that ``generator`` is ``None`` or a :class:`torch.Generator`."""
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -126,3 +133,20 @@ def as_rng(seed, name: str = "seed") -> np.random.Generator:
         return np.random.default_rng(seed)
     raise ValueError(f"{name} must be a non-negative int, a numpy Generator or None; "
                      f"got {_describe(seed)}")
+
+
+def check_scalar(value, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
+    """Check that ``value`` is one finite number (not an array), optionally > 0 or >= 0.
+
+    Returns it as a float.  ``positive`` asks for ``value > 0`` and
+    ``nonnegative`` for ``value >= 0`` (a tolerance of 0, say).
+    """
+    array = as_float_array(value, name)
+    if array.ndim != 0:
+        raise ValueError(f"{name} must be a scalar; got shape {array.shape}")
+    out = float(array)
+    if positive and out <= 0:
+        raise ValueError(f"{name} must be > 0; got {_describe(value)}")
+    if nonnegative and out < 0:
+        raise ValueError(f"{name} must be >= 0; got {_describe(value)}")
+    return out

@@ -1,0 +1,426 @@
+"""Tests of vicourse.cavi (Chapter 3): every fit against an independent route."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import optimize, stats
+from scipy.optimize import linear_sum_assignment
+from scipy.special import roots_legendre
+from sklearn.mixture import BayesianGaussianMixture
+
+from vicourse import _random, cavi
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def assert_never_decreases(elbos, rtol=1e-12):
+    """Each sweep's ELBO is at least the previous one, up to rounding."""
+    elbos = np.asarray(elbos)
+    slack = rtol * np.maximum(1.0, np.abs(elbos[:-1]))
+    assert np.all(np.diff(elbos) >= -slack), np.diff(elbos).min()
+
+
+def fit_quietly(fn, *args, **kwargs):
+    """Run a fit with tol=0 (a fixed number of sweeps) without its non-convergence warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# 1. the correlated 2-D Gaussian
+# ---------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(rho=st.floats(-0.95, 0.95), s1=st.floats(0.3, 3.0), s2=st.floats(0.3, 3.0),
+       mu=st.tuples(st.floats(-5, 5), st.floats(-5, 5)))
+def test_gaussian_2d_fixed_point_is_the_mean_with_conditional_variances(rho, s1, s2, mu):
+    cov = np.array([[s1**2, rho * s1 * s2], [rho * s1 * s2, s2**2]])
+    result = cavi.gaussian_2d(mu, cov, max_iter=2000, tol=1e-14)
+    np.testing.assert_allclose(result.means, mu, atol=1e-5 * (1 + np.abs(mu).max()))
+    # 1 / Lambda_ii is the conditional variance Sigma_ii - Sigma_ij^2 / Sigma_jj (Schur complement)
+    conditional = np.array([s1**2 - (rho * s1 * s2) ** 2 / s2**2, s2**2 - (rho * s1 * s2) ** 2 / s1**2])
+    np.testing.assert_allclose(result.variances, conditional, rtol=1e-10)
+    assert np.all(result.variances <= np.diag(cov) * (1 + 1e-12))
+    assert_never_decreases(result.elbos)
+
+
+def test_gaussian_2d_variances_are_inverse_precision_diagonal():
+    cov = np.array([[2.0, 1.2], [1.2, 1.0]])
+    result = cavi.gaussian_2d([1.0, -2.0], cov, init=[5.0, 5.0])
+    np.testing.assert_allclose(result.variances, 1.0 / np.diag(np.linalg.inv(cov)), rtol=1e-12)
+    assert result.converged
+
+
+def test_gaussian_2d_elbo_is_minus_kl_from_torch():
+    mean, cov = np.array([0.5, -1.0]), np.array([[1.0, 0.8], [0.8, 2.0]])
+    for max_iter in (1, 2, 5):
+        result = fit_quietly(cavi.gaussian_2d, mean, cov, init=[3.0, -4.0], max_iter=max_iter, tol=0)
+        q = torch.distributions.MultivariateNormal(torch.as_tensor(result.means),
+                                                   torch.diag(torch.as_tensor(result.variances)))
+        p = torch.distributions.MultivariateNormal(torch.as_tensor(mean), torch.as_tensor(cov))
+        kl = float(torch.distributions.kl_divergence(q, p))
+        assert result.elbos[-1] == pytest.approx(-kl, abs=1e-12)
+        assert result.elbos[-1] <= 0.0  # log evidence of a normalised target is 0
+
+
+def test_gaussian_2d_warns_when_not_converged():
+    with pytest.warns(UserWarning, match="max_iter"):
+        result = cavi.gaussian_2d([0.0, 0.0], [[1.0, 0.99], [0.99, 1.0]], init=[5.0, 5.0], max_iter=3)
+    assert not result.converged and result.n_iter == 3
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(mean=[0.0, 0.0, 0.0]), "mean"),
+    (dict(mean=[0.0, np.nan]), "mean"),
+    (dict(cov=[[1.0, 2.0], [2.0, 1.0]]), "cov"),
+    (dict(cov=[[1.0, 0.1], [0.2, 1.0]]), "cov"),
+    (dict(init=[1.0]), "init"),
+    (dict(max_iter=0), "max_iter"),
+    (dict(tol=-1.0), "tol"),
+])
+def test_gaussian_2d_rejects_bad_input(kwargs, name):
+    args = dict(mean=[0.0, 0.0], cov=np.eye(2)) | kwargs
+    with pytest.raises(ValueError, match=name):
+        cavi.gaussian_2d(args.pop("mean"), args.pop("cov"), **args)
+
+
+# ---------------------------------------------------------------------------
+# 2. the Normal-Gamma model
+# ---------------------------------------------------------------------------
+
+PRIOR = dict(mu0=0.5, lambda0=0.8, a0=2.0, b0=1.5)
+
+
+def _data(n=15, seed=3):
+    return np.random.default_rng(seed).normal(1.0, 1.7, size=n)
+
+
+def test_normal_gamma_log_evidence_matches_sequential_student_t_predictives():
+    # log p(x) = sum_i log p(x_i | x_<i); each predictive is a Student t (Murphy 2012, 4.6.3.6),
+    # evaluated by scipy.stats.t from the posterior after the earlier points.
+    x = _data()
+    mu, lam, a, b = PRIOR["mu0"], PRIOR["lambda0"], PRIOR["a0"], PRIOR["b0"]
+    total = 0.0
+    for xi in x:
+        scale = np.sqrt(b * (lam + 1) / (a * lam))
+        total += stats.t.logpdf(xi, df=2 * a, loc=mu, scale=scale)
+        # conjugate update by one point
+        b = b + lam * (xi - mu) ** 2 / (2 * (lam + 1))
+        mu, lam, a = (lam * mu + xi) / (lam + 1), lam + 1, a + 0.5
+    assert cavi.normal_gamma_log_evidence(x, **PRIOR) == pytest.approx(total, rel=1e-10)
+    np.testing.assert_allclose(cavi.normal_gamma_posterior(x, **PRIOR), (mu, lam, a, b), rtol=1e-10)
+
+
+def test_normal_gamma_elbo_matches_quadrature():
+    # E_q[log p(x, mu, tau) - log q(mu, tau)] on a 300 x 300 Gauss-Legendre grid, densities from scipy.stats
+    x = _data(n=8)
+    mu_n, lambda_n, a_n, b_n = 1.1, 6.0, 5.0, 9.0
+    q_mu = stats.norm(mu_n, 1 / np.sqrt(lambda_n))
+    q_tau = stats.gamma(a_n, scale=1 / b_n)
+    nodes, weights = roots_legendre(300)
+
+    def rule(lo, hi):
+        return 0.5 * (hi - lo) * nodes + 0.5 * (hi + lo), 0.5 * (hi - lo) * weights
+
+    mus, w_mu = rule(*q_mu.ppf([1e-12, 1 - 1e-12]))
+    taus, w_tau = rule(*q_tau.ppf([1e-12, 1 - 1e-12]))
+    mu, tau = mus[:, None], taus[None, :]
+    log_joint = (stats.norm.logpdf(x[:, None, None], mu, 1 / np.sqrt(tau)).sum(axis=0)
+                 + stats.norm.logpdf(mu, PRIOR["mu0"], 1 / np.sqrt(PRIOR["lambda0"] * tau))
+                 + stats.gamma.logpdf(tau, PRIOR["a0"], scale=1 / PRIOR["b0"]))
+    log_q = q_mu.logpdf(mu) + q_tau.logpdf(tau)
+    value = w_mu @ (np.exp(log_q) * (log_joint - log_q)) @ w_tau
+    assert cavi.normal_gamma_elbo(x, mu_n, lambda_n, a_n, b_n, **PRIOR) == pytest.approx(value, rel=1e-8)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 40), seed=st.integers(0, 10_000), lambda0=st.floats(0.01, 10),
+       a0=st.floats(0.1, 10), b0=st.floats(0.1, 10), mu0=st.floats(-3, 3))
+def test_normal_gamma_elbo_never_decreases_and_stays_below_log_evidence(n, seed, lambda0, a0, b0, mu0):
+    x = np.random.default_rng(seed).normal(2.0, 3.0, size=n)
+    prior = dict(mu0=mu0, lambda0=lambda0, a0=a0, b0=b0)
+    result = cavi.normal_gamma(x, **prior, init_precision=50.0, max_iter=500)
+    assert result.converged
+    assert_never_decreases(result.elbos)
+    assert result.elbos.max() <= cavi.normal_gamma_log_evidence(x, **prior) + 1e-9
+
+
+def test_normal_gamma_fixed_point_maximises_the_elbo_over_the_factorised_family():
+    x = _data()
+    fit = cavi.normal_gamma(x, **PRIOR, tol=1e-13)
+
+    def negative_elbo(params):  # the optimiser minimises, so it gets -ELBO
+        mu_n, log_lambda_n, log_a_n, log_b_n = params
+        return -cavi.normal_gamma_elbo(x, mu_n, *np.exp([log_lambda_n, log_a_n, log_b_n]), **PRIOR)
+
+    start = np.array([0.0, 0.0, 0.0, 0.0])
+    best = optimize.minimize(negative_elbo, start, method="BFGS", options=dict(gtol=1e-10))
+    direct = np.array([best.x[0], *np.exp(best.x[1:])])
+    np.testing.assert_allclose([fit.mu_n, fit.lambda_n, fit.a_n, fit.b_n], direct, rtol=1e-5)
+    assert fit.elbos[-1] >= -best.fun - 1e-9
+
+
+def test_normal_gamma_limit_of_a_vague_prior_gives_the_biased_variance():
+    # mu0 = lambda0 = a0 = b0 -> 0: the fixed point has 1 / E[tau] = (1/N) sum (x - xbar)^2
+    x = _data(n=12)
+    fit = cavi.normal_gamma(x, mu0=0.0, lambda0=1e-12, a0=1e-12, b0=1e-12, tol=1e-14)
+    assert fit.b_n / fit.a_n == pytest.approx(np.var(x, ddof=0), rel=1e-9)
+    assert fit.b_n / fit.a_n != pytest.approx(np.var(x, ddof=1), rel=1e-3)
+
+
+def test_normal_gamma_path_starts_at_init_and_ends_at_the_fit():
+    x = _data()
+    fit = cavi.normal_gamma(x, **PRIOR, init_precision=3.0)
+    assert fit.path.shape == (fit.n_iter + 1, 4)
+    assert fit.path[0, 2] / fit.path[0, 3] == pytest.approx(3.0)
+    np.testing.assert_array_equal(fit.path[-1], [fit.mu_n, fit.lambda_n, fit.a_n, fit.b_n])
+
+
+@pytest.mark.parametrize("change, name", [
+    (dict(lambda0=0.0), "lambda0"), (dict(a0=-1.0), "a0"), (dict(b0=0.0), "b0"),
+    (dict(mu0=np.inf), "mu0"), (dict(init_precision=0.0), "init_precision"),
+    (dict(max_iter=0), "max_iter"), (dict(tol=np.nan), "tol"), (dict(tol=-1.0), "tol must be >= 0"),
+    (dict(a0=[1.0, 2.0]), "a0 must be a scalar"),
+])
+def test_normal_gamma_rejects_bad_input(change, name):
+    with pytest.raises(ValueError, match=name):
+        cavi.normal_gamma(_data(), **(PRIOR | change))
+
+
+def test_normal_gamma_rejects_bad_data_and_bad_q():
+    with pytest.raises(ValueError, match="x must be finite"):
+        cavi.normal_gamma([1.0, np.nan], **PRIOR)
+    with pytest.raises(ValueError, match="x must be a 1-D"):
+        cavi.normal_gamma_log_evidence(np.ones((2, 2)), **PRIOR)
+    for name, args in [("lambda_n", (0.0, 0.0, 1.0, 1.0)), ("a_n", (0.0, 1.0, -1.0, 1.0)),
+                       ("b_n", (0.0, 1.0, 1.0, 0.0)), ("mu_n", (np.nan, 1.0, 1.0, 1.0))]:
+        with pytest.raises(ValueError, match=name):
+            cavi.normal_gamma_elbo(_data(), *args, **PRIOR)
+
+
+# ---------------------------------------------------------------------------
+# 3. the mixture of unit-variance Gaussians (Blei et al. 2017)
+# ---------------------------------------------------------------------------
+
+TRUE_MEANS = np.array([[-6.0, 0.0], [0.0, 6.0], [6.0, -2.0]])
+
+
+def _blobs(n_per=60, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(size=(n_per, 2)) + mu for mu in TRUE_MEANS])
+
+
+def test_gmm_recovers_well_separated_means():
+    X = _blobs()
+    best = max((cavi.gmm(X, 3, prior_std=10.0, seed=s) for s in range(4)), key=lambda r: r.elbos[-1])
+    cost = ((best.m[:, None, :] - TRUE_MEANS[None]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    # each found mean is within 4 standard errors (1 / sqrt(60) per coordinate) of the truth
+    assert np.sqrt(cost[rows, cols]).max() < 4 * np.sqrt(2 / 60)
+    np.testing.assert_allclose(best.phi.sum(axis=1), 1.0, atol=1e-12)
+    assert_never_decreases(best.elbos)
+
+
+def test_gmm_elbo_matches_monte_carlo_with_scipy_densities():
+    X = _blobs(n_per=10, seed=1)
+    fit = fit_quietly(cavi.gmm, X, 3, prior_std=3.0, max_iter=2, tol=0, seed=0)
+    rng = np.random.default_rng(7)
+    S, d, K = 4000, X.shape[1], 3
+    mu = fit.m + np.sqrt(fit.s2)[:, None] * rng.standard_normal((S, K, d))        # (S, K, d)
+    log_p_mu = stats.norm.logpdf(mu, 0.0, 3.0).sum(axis=(1, 2))
+    log_q_mu = stats.norm.logpdf(mu, fit.m, np.sqrt(fit.s2)[:, None]).sum(axis=(1, 2))
+    log_lik = stats.norm.logpdf(X[None, :, None, :], mu[:, None], 1.0).sum(-1)       # (S, n, K)
+    # the expectation over q(c) is a finite sum, done exactly
+    over_c = np.sum(fit.phi * (np.log(1 / K) + log_lik - np.log(fit.phi)), axis=(1, 2))
+    terms = over_c + log_p_mu - log_q_mu
+    # The last update made q(mu) proportional to exp E_q(c) log p (the mean-field theorem), so
+    # every term is the same number up to rounding and the standard error is ~0: allow rounding.
+    se = terms.std(ddof=1) / np.sqrt(S)
+    assert abs(terms.mean() - fit.elbos[-1]) < 4 * se + 1e-10 * abs(fit.elbos[-1])
+
+
+def test_gmm_is_reproducible_from_its_seed():
+    X = _blobs(n_per=20)
+    a = cavi.gmm(X, 3, prior_std=5.0, seed=np.random.default_rng(5))
+    b = cavi.gmm(X, 3, prior_std=5.0, seed=np.random.default_rng(5))
+    np.testing.assert_array_equal(a.m, b.m)
+
+
+@pytest.mark.parametrize("change, name", [
+    (dict(X=np.ones(5)), "X"), (dict(X=np.full((4, 2), np.nan)), "X"),
+    (dict(n_components=0), "n_components"), (dict(n_components=500), "n_components"),
+    (dict(prior_std=0.0), "prior_std"), (dict(seed=-1), "seed"), (dict(max_iter=1.5), "max_iter"),
+    (dict(prior_std=[1.0, 2.0]), "prior_std must be a scalar"), (dict(tol=-1e-8), "tol"),
+    (dict(tol=[1e-8]), "tol must be a scalar"), (dict(X=np.ones((1, 2))), "X must have at least 2"),
+])
+def test_gmm_rejects_bad_input(change, name):
+    args = dict(X=_blobs(n_per=5), n_components=2, prior_std=1.0) | change
+    with pytest.raises(ValueError, match=name):
+        cavi.gmm(args.pop("X"), args.pop("n_components"), **args)
+
+
+# ---------------------------------------------------------------------------
+# 4. the variational Gaussian mixture (Bishop 2006, Section 10.2)
+# ---------------------------------------------------------------------------
+
+
+def _mixture_data(n=300, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(3, d))
+    labels = rng.integers(0, 3, size=n)
+    return centres[labels] + rng.normal(size=(n, d)) @ np.diag(rng.uniform(0.5, 1.5, d))
+
+
+def _priors(X, K):
+    d = X.shape[1]
+    return dict(alpha0=0.05, beta0=0.7, m0=np.full(d, 0.3),
+                W0=np.linalg.inv(1.5 * np.cov(X.T) + 0.2 * np.eye(d)), nu0=d + 0.5)
+
+
+def _sklearn_fit(X, resp_init, priors, n_iter):
+    """scikit-learn's BayesianGaussianMixture from the same priors and responsibilities.
+
+    scikit-learn initialises by computing responsibilities (k-means, random, ...)
+    and passing them to ``_initialize``, which runs one M-step; then each of its
+    ``max_iter`` iterations is an E-step, an M-step and the bound.  Replacing
+    ``_initialize_parameters`` on the instance hands it ``resp_init`` instead,
+    so its iteration t is our sweep t.  reg_covar=0 (ours adds nothing to the
+    scatter matrices); tol=0 runs exactly ``n_iter`` iterations.  Mapping:
+    weight_concentration_prior = alpha0, mean_precision_prior = beta0,
+    mean_prior = m0, covariance_prior = W0^-1, degrees_of_freedom_prior = nu0;
+    and back: alpha = weight_concentration_, beta = mean_precision_,
+    m = means_, nu = degrees_of_freedom_, W = precisions_ / nu (scikit-learn
+    stores covariances_ = W^-1 / nu).
+    """
+    model = BayesianGaussianMixture(
+        n_components=resp_init.shape[1], covariance_type="full",
+        weight_concentration_prior_type="dirichlet_distribution",
+        weight_concentration_prior=priors["alpha0"], mean_precision_prior=priors["beta0"],
+        mean_prior=priors["m0"], covariance_prior=np.linalg.inv(priors["W0"]),
+        degrees_of_freedom_prior=priors["nu0"], reg_covar=0.0, tol=0.0, max_iter=n_iter)
+    model._initialize_parameters = lambda X, random_state, xp=None: model._initialize(X, resp_init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X)
+    return model
+
+
+@pytest.mark.parametrize("blockwise", [False, True])
+def test_bayesian_gmm_matches_sklearn_from_the_same_start(monkeypatch, blockwise):
+    if blockwise:  # force the data products to be formed block by block
+        monkeypatch.setattr(cavi, "_FEATURE_BUDGET", 6 * 50)
+    X = _mixture_data()
+    K, n_iter = 5, 15
+    resp_init = np.random.default_rng(1).dirichlet(np.ones(K), size=X.shape[0])
+    priors = _priors(X, K)
+    ours = fit_quietly(cavi.bayesian_gmm, X, resp_init, **priors, max_iter=n_iter, tol=0)
+    sk = _sklearn_fit(X, resp_init, priors, n_iter)
+    assert ours.n_iter == sk.n_iter_ == n_iter
+    rtol = 1e-6
+    np.testing.assert_allclose(ours.alpha, sk.weight_concentration_, rtol=rtol)
+    np.testing.assert_allclose(ours.beta, sk.mean_precision_, rtol=rtol)
+    np.testing.assert_allclose(ours.m, sk.means_, rtol=rtol)
+    np.testing.assert_allclose(ours.nu, sk.degrees_of_freedom_, rtol=rtol)
+    np.testing.assert_allclose(ours.W, sk.precisions_ / sk.degrees_of_freedom_[:, None, None],
+                               rtol=rtol, atol=rtol * np.abs(ours.W).max())
+    # scikit-learn's bound drops constants: the two differ by the same number at every iteration
+    offset = ours.elbos - np.asarray(sk.lower_bounds_)
+    assert np.ptp(offset) < 1e-8 * np.abs(ours.elbos).max()
+
+
+def test_bayesian_gmm_elbo_never_decreases():
+    X = _mixture_data(seed=4)
+    resp_init = np.random.default_rng(2).dirichlet(np.ones(6), size=X.shape[0])
+    result = fit_quietly(cavi.bayesian_gmm, X, resp_init, alpha0=1e-3, max_iter=60, tol=0)
+    assert_never_decreases(result.elbos)
+    np.testing.assert_allclose(result.resp.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_bayesian_gmm_elbo_matches_monte_carlo_with_torch_densities():
+    # Draw (pi, mu, Lambda) from q with torch.distributions and average
+    # E_q(Z)[log p(X, Z, pi, mu, Lambda)] - log q(Z) - log q(pi, mu, Lambda); q(Z) is summed exactly.
+    X = _mixture_data(n=40, d=2, seed=5)
+    K = 3
+    resp_init = np.random.default_rng(3).dirichlet(np.ones(K), size=X.shape[0])
+    priors = _priors(X, K)
+    fit = fit_quietly(cavi.bayesian_gmm, X, resp_init, **priors, max_iter=2, tol=0)
+    D = torch.distributions
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    gen = torch.Generator().manual_seed(0)
+    S = 4000
+    q_pi = D.Dirichlet(t(fit.alpha))
+    q_lam = D.Wishart(t(fit.nu), covariance_matrix=t(fit.W))
+    pi = _random.sample(q_pi, (S,), gen)                                        # (S, K)
+    # Wishart draws from scipy (torch 2.13's Wishart.rsample warns on every batch: its singularity
+    # check is inverted); their log densities from torch below.
+    rng = np.random.default_rng(0)
+    lam = t(np.stack([stats.wishart(df=nu, scale=W).rvs(size=S, random_state=rng)
+                      for nu, W in zip(fit.nu, fit.W, strict=True)], axis=1))      # (S, K, d, d)
+    q_mu = D.MultivariateNormal(t(fit.m), precision_matrix=t(fit.beta)[:, None, None] * lam)
+    mu = _random.sample(q_mu, (), gen)                                          # (S, K, d)
+    p_pi = D.Dirichlet(torch.full((K,), priors["alpha0"], dtype=torch.float64))
+    p_lam = D.Wishart(t(priors["nu0"]), covariance_matrix=t(priors["W0"]))
+    p_mu = D.MultivariateNormal(t(priors["m0"]), precision_matrix=priors["beta0"] * lam)
+    lik = D.MultivariateNormal(mu[:, None], precision_matrix=lam[:, None])      # batch (S, 1, K)
+    log_lik = lik.log_prob(t(X)[None, :, None, :])                               # (S, n, K)
+    r = t(fit.resp)
+    over_z = (r * (torch.log(pi)[:, None, :] + log_lik - torch.log(r))).sum(dim=(1, 2))
+    terms = (over_z + p_pi.log_prob(pi) + p_lam.log_prob(lam).sum(-1) + p_mu.log_prob(mu).sum(-1)
+             - q_pi.log_prob(pi) - q_lam.log_prob(lam).sum(-1) - q_mu.log_prob(mu).sum(-1)).numpy()
+    # As for gmm, q(pi, mu, Lambda) was just set optimal given resp, so the terms are nearly
+    # constant; the tolerance is 4 standard errors plus rounding.
+    se = terms.std(ddof=1) / np.sqrt(S)
+    assert abs(terms.mean() - fit.elbos[-1]) < 4 * se + 1e-10 * abs(fit.elbos[-1])
+
+
+def test_bayesian_gmm_switches_off_components_it_does_not_need():
+    X = _blobs(n_per=100, seed=6)
+    resp_init = np.random.default_rng(4).dirichlet(np.ones(8), size=X.shape[0])
+    fit = cavi.bayesian_gmm(X, resp_init, alpha0=1e-3, max_iter=500, tol=1e-6)
+    assert fit.converged
+    # three clusters generated the data; the other components keep almost no weight
+    assert np.sum(fit.weights > 0.01) == 3
+    assert np.isclose(fit.weights.sum(), 1.0)
+
+
+def test_bayesian_gmm_defaults_are_sklearns():
+    X = _mixture_data(n=120, d=2, seed=8)
+    K = 4
+    resp_init = np.random.default_rng(9).dirichlet(np.ones(K), size=X.shape[0])
+    ours = fit_quietly(cavi.bayesian_gmm, X, resp_init, max_iter=5, tol=0)
+    sk = BayesianGaussianMixture(n_components=K, weight_concentration_prior_type="dirichlet_distribution",
+                                 reg_covar=0.0, tol=0.0, max_iter=5)
+    sk._initialize_parameters = lambda X, random_state, xp=None: sk._initialize(X, resp_init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.fit(X)
+    np.testing.assert_allclose(ours.m, sk.means_, rtol=1e-6)
+    np.testing.assert_allclose(ours.alpha, sk.weight_concentration_, rtol=1e-6)
+
+
+@pytest.mark.parametrize("change, name", [
+    (dict(X=np.array([[0.0, np.inf]] * 10)), "X"),
+    (dict(resp_init=np.full((10, 3), 0.5)), "resp_init"),
+    (dict(resp_init=np.full((9, 2), 0.5)), "resp_init"),
+    (dict(resp_init=np.array([[1.5, -0.5]] * 10)), "resp_init"),
+    (dict(alpha0=0.0), "alpha0"), (dict(beta0=-1.0), "beta0"),
+    (dict(m0=np.zeros(3)), "m0"), (dict(W0=np.array([[1.0, 2.0], [2.0, 1.0]])), "W0"),
+    (dict(W0=np.eye(3)), "W0"), (dict(nu0=1.0), "nu0"), (dict(nu0=0.5), "nu0"),
+    (dict(max_iter=0), "max_iter"), (dict(tol=-1e-3), "tol"),
+])
+def test_bayesian_gmm_rejects_bad_input(change, name):
+    rng = np.random.default_rng(0)
+    args = dict(X=rng.normal(size=(10, 2)), resp_init=np.full((10, 2), 0.5)) | change
+    with pytest.raises(ValueError, match=name):
+        cavi.bayesian_gmm(args.pop("X"), args.pop("resp_init"), **args)
+
