@@ -1,18 +1,26 @@
 """vicourse: the derivations of the variational inference course, as tested code.
 
-One module per chapter; each function's docstring names the equation it
-implements.
+One module per chapter; each function's docstring names the equation of the
+book it implements (the book's appendix "Equations and the code that
+implements them" lists them all).
 
-=====================  =========  ==================================================
-module                 chapter    what it holds
-=====================  =========  ==================================================
-``vicourse.elbo``      1          the ELBO of discrete ``q``; Monte Carlo ELBO
-``vicourse.models``    1          models with exact posteriors (conjugate Gaussian)
-``vicourse.plotting``  all        figure helpers shared by the chapters
-=====================  =========  ==================================================
+========================  =======  ====================================================
+module                    chapter  what it holds
+========================  =======  ====================================================
+``vicourse.models``       1        models with exact posteriors (conjugate Gaussian)
+``vicourse.elbo``         1        the ELBO of a discrete ``q``; the Monte Carlo ELBO
+``vicourse.em``           2        EM for Gaussian mixtures as coordinate ascent on the ELBO
+``vicourse.cavi``         3        mean-field CAVI: 2-D Gaussian, Normal–Gamma, Bayesian mixtures
+``vicourse.kl``           4        KL in both directions, M-/I-/JS-projections, Gaussian expectations
+``vicourse.estimators``   5        score-function and reparameterised gradient estimators
+``vicourse.vi``           5        black-box VI: Gaussian fits to unnormalised log-densities
+``vicourse.datasets``     6        the 8x8 digits shipped with scikit-learn, as tensors
+``vicourse.vae``          6        the variational autoencoder, its bounds and its training loop
+``vicourse.plotting``     all      figure helpers shared by the chapters
+========================  =======  ====================================================
 """
 
-from vicourse import elbo, models, plotting
+from vicourse import cavi, datasets, elbo, em, estimators, kl, models, plotting, vae, vi
 
-__all__ = ["elbo", "models", "plotting"]
+__all__ = ["cavi", "datasets", "elbo", "em", "estimators", "kl", "models", "plotting", "vae", "vi"]
 __version__ = "0.1.0"
