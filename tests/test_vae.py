@@ -166,6 +166,23 @@ def test_analytic_and_monte_carlo_kl_elbos_agree_in_expectation_on_digits():
     assert bool((torch.abs(m_a - m_mc) < 4 * torch.sqrt(se_a**2 + se_mc**2)).all())
 
 
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_elbo_matches_torch_distributions_with_the_same_noise(num_samples):
+    # One draw (the training step's fast path) and several (the general path) both
+    # equal log Bernoulli(x | decode(z)) - KL(q || p) evaluated with torch.distributions
+    # at the same reparameterised draws z = mu + sigma * eps.
+    model = VAE(64, 3, 16, generator=torch.Generator().manual_seed(1))
+    x = TEST[:20]
+    with torch.no_grad():
+        got = model.elbo(x, num_samples=num_samples, generator=torch.Generator().manual_seed(5))
+        mu, logvar = model.encode(x)
+        eps = torch.randn((num_samples, *mu.shape), generator=torch.Generator().manual_seed(5))
+        z = mu + (0.5 * logvar).exp() * eps
+        log_lik = Independent(Bernoulli(logits=model.decode(z)), 1).log_prob(x)
+        kl = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(got, log_lik.mean(0) - kl, rtol=1e-5, atol=1e-4)
+
+
 def test_elbo_averages_num_samples_draws():
     # The average of S draws has standard error 1/sqrt(S) of a single draw's.
     model = VAE(64, 8, 32, generator=torch.Generator().manual_seed(0))
