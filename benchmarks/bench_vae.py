@@ -21,7 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import compare, peak_python_memory_mb, record  # noqa: E402
+from _report import compare, record  # noqa: E402
 
 from vicourse.datasets import load_digits  # noqa: E402
 from vicourse.vae import VAE, train  # noqa: E402
@@ -72,8 +72,6 @@ def main() -> None:
         result["extra"] = {
             f"vicourse examples per second (batch {batch_size})": f"{n / result['ours_s']:,.0f}",
             f"plain loop examples per second (batch {batch_size})": f"{n / result['peer_s']:,.0f}",
-            f"peak Python memory of one train epoch (batch {batch_size})":
-                f"{peak_python_memory_mb(ours):.2f} MiB",
         }
         rows.append(result)
     record(
@@ -87,8 +85,7 @@ def main() -> None:
         target=1.1,
         notes=("Both sides draw their shuffles and noise from a torch.Generator and use the "
                "same layers and optimiser settings; train also builds the optimiser and its "
-               "generators on each call, as a one-epoch call must. The peak memory is what "
-               "tracemalloc sees (Python allocations), not torch's tensor buffers."),
+               "generators on each call, as a one-epoch call must."),
     )
 
 

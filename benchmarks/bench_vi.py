@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import compare, peak_python_memory_mb, record  # noqa: E402
+from _report import compare, record  # noqa: E402
 
 from vicourse.vi import fit_gaussian  # noqa: E402
 
@@ -92,14 +92,12 @@ def main() -> None:
             np.testing.assert_allclose(fit.mean, peer_loc.numpy(), rtol=1e-8, atol=1e-10)
             np.testing.assert_allclose(fit.elbos, peer_elbos.numpy(), rtol=1e-8, atol=1e-8)
             result = compare(ours, peer, repeats=5)
-            memory = peak_python_memory_mb(ours)
             rows.append({
                 "case": f"d = {dim}, {family}",
                 **result,
                 "extra": {
                     "steps per second (vicourse / plain loop)":
                         f"{STEPS / result['ours_s']:.0f} / {STEPS / result['peer_s']:.0f}",
-                    "peak Python memory of fit_gaussian (MiB)": f"{memory:.2f}",
                 },
             })
     record(
@@ -111,8 +109,7 @@ def main() -> None:
                "float64, one thread."),
         rows=rows,
         target=1.2,
-        notes=("Both sides compute the same iterates (checked to 1e-8 before timing). "
-               "The machine was shared with other jobs, so the ratios are noisy."),
+        notes="Both sides compute the same iterates (checked to 1e-8 before timing).",
     )
 
 
