@@ -43,7 +43,7 @@ $(MATHJAX):
 	rm -rf .mathjax/npm
 
 lint: $(ENV_STAMP)
-	$(BIN)/ruff check vicourse tests benchmarks chapters conftest.py
+	$(BIN)/ruff check vicourse tests benchmarks chapters tools _ext conftest.py
 
 unit: $(ENV_STAMP)
 	$(BIN)/pytest tests --ignore=tests/browser -q
