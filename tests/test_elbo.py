@@ -44,8 +44,15 @@ def test_discrete_elbo_rejects_bad_q():
         discrete_elbo([0.0, 0.0], [0.5, 0.6])
     with pytest.raises(ValueError, match="q must be non-negative"):
         discrete_elbo([0.0, 0.0], [1.5, -0.5])
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match="log_joint and q must have the same shape"):
         discrete_elbo([0.0, 0.0, 0.0], [0.5, 0.5])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_discrete_elbo_rejects_nan_or_plus_inf_in_log_joint(bad):
+    # Even where q puts no mass: -inf is the only non-finite value with a meaning (p = 0).
+    with pytest.raises(ValueError, match="log_joint must not contain NaN or \\+inf"):
+        discrete_elbo([0.0, bad], [1.0, 0.0])
 
 
 MODEL = ConjugateGaussian(prior_mean=0.0, prior_std=1.5, noise_std=1.0)

@@ -366,28 +366,34 @@ def call_with(**changes):
     ({"reg_covar": "big"}, "reg_covar"),
 ])
 def test_fit_gmm_rejects_bad_input(changes, name):
-    with pytest.raises(ValueError, match=name):
+    # "<name> must": other messages mention X and weights ("to match weights and X").
+    with pytest.raises(ValueError, match=f"{name} must"):
         call_with(**changes)
 
 
 def test_step_functions_reject_bad_input():
     X, weights, means, covariances = GOOD
     resp = np.full((30, 3), 1 / 3)
-    with pytest.raises(ValueError, match="X"):
+    # One feature in X but two in the means: the mismatch is reported against the means.
+    with pytest.raises(ValueError, match=r"means must have shape \(K, d\) = \(3, 1\) to match weights and X"):
         em.e_step(X[:, :1], weights, means, covariances)
-    with pytest.raises(ValueError, match="covariances"):
+    with pytest.raises(ValueError, match="covariances must be positive definite"):
         em.e_step(X, weights, means, -covariances)
-    with pytest.raises(ValueError, match="weights"):
+    with pytest.raises(ValueError, match="weights must sum to 1"):
         em.log_likelihood(X, weights[:2], means, covariances)
-    with pytest.raises(ValueError, match="resp"):
+    with pytest.raises(ValueError, match="resp must have shape"):
         em.m_step(X, resp[:10])
-    with pytest.raises(ValueError, match="resp"):
+    with pytest.raises(ValueError, match="resp must sum to 1"):
         em.m_step(X, np.full((30, 3), 0.5))
-    with pytest.raises(ValueError, match="reg_covar"):
+    with pytest.raises(ValueError, match="reg_covar must be >= 0"):
         em.m_step(X, resp, reg_covar=-1.0)
-    with pytest.raises(ValueError, match="resp"):
+    with pytest.raises(ValueError, match="X must be a 2-D"):
+        em.m_step(X[:, 0], resp)
+    with pytest.raises(ValueError, match=r"resp must have shape \(n, K\) = \(30, 3\)"):
         em.elbo(X, np.full((30, 2), 0.5), weights, means, covariances)
-    with pytest.raises(ValueError, match="X"):
+    with pytest.raises(ValueError, match="resp must sum to 1"):
+        em.elbo(X, np.full((30, 3), 0.5), weights, means, covariances)
+    with pytest.raises(ValueError, match="X must be finite"):
         em.elbo(np.inf * X, resp, weights, means, covariances)
 
 

@@ -146,6 +146,26 @@ def test_baseline_lowers_score_variance_and_optimum_matches_brute_force():
     assert abs(brute - b_star) <= 0.3
 
 
+def test_optimal_baseline_is_the_score_weighted_mean_with_scores_from_autograd():
+    # b* = E[f ||h||^2] / E[||h||^2] with h = grad_lambda log q(z), here computed on the same
+    # draws by autograd of torch.distributions.Normal.log_prob (not the closed-form score):
+    # a wrong scaling of either half of h (sigma for 1/sigma, a missing -1) changes b*.
+    num = 200
+    b_star = optimal_baseline(_quadratic, LOC, LOG_SCALE, num,
+                              generator=torch.Generator().manual_seed(12))
+    eps = torch.randn(num, 3, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    loc, log_scale = torch.tensor(LOC), torch.tensor(LOG_SCALE)
+    z = loc + log_scale.exp() * eps
+
+    def log_prob(loc, log_scale):
+        return torch.distributions.Normal(loc, log_scale.exp()).log_prob(z).sum(-1)
+
+    jac_loc, jac_log_scale = torch.func.jacrev(log_prob, argnums=(0, 1))(loc, log_scale)
+    h_sq = jac_loc.square().sum(-1) + jac_log_scale.square().sum(-1)
+    expected = float((_quadratic(z) * h_sq).mean() / h_sq.mean())
+    assert b_star == pytest.approx(expected, rel=1e-12)
+
+
 def test_optimal_baseline_of_a_constant_is_the_constant():
     b = optimal_baseline(lambda z: torch.full((z.shape[0],), 2.5, dtype=z.dtype), LOC, LOG_SCALE,
                          100, generator=torch.Generator().manual_seed(8))

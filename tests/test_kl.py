@@ -424,3 +424,45 @@ def test_bad_input_raises_value_error_naming_the_argument():
         kl.js_projection(gauss.log_prob, np.zeros((5, 3)), zero, eye)
     with pytest.raises(ValueError, match="tol must be > 0"):
         kl.js_projection(gauss.log_prob, np.zeros((5, 2)), zero, eye, tol=-1.0)
+
+
+def test_error_paths_the_sweep_above_does_not_reach():
+    eye, zero = np.eye(2), np.zeros(2)
+    stack = np.stack([eye, eye])
+    gauss = MultivariateNormal(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+    grid = _grid(num=11)
+
+    def nowhere(z):
+        return torch.full((z.shape[0],), -math.inf, dtype=torch.float64)
+
+    with pytest.raises(ValueError, match=r"cov_p must be a single \(d, d\) matrix"):
+        kl.kl_gaussian(zero, stack, zero, eye)
+    with pytest.raises(ValueError, match=r"cov_q must be 2 x 2 to match mean_q"):
+        kl.kl_gaussian(zero, eye, zero, np.eye(3))
+    with pytest.raises(ValueError, match=r"cov must be a single \(d, d\) matrix"):
+        kl.gaussian_entropy(stack)
+    with pytest.raises(ValueError, match="weights must be a 1-D array"):
+        kl.m_projection([[0.5, 0.5]], np.zeros((2, 2)), stack)
+    with pytest.raises(ValueError, match="f must be callable"):
+        kl.gaussian_expectation("f", zero, eye)
+    with pytest.raises(ValueError, match="f must return numbers"):
+        kl.gaussian_expectation(lambda z: ["a"] * z.shape[0], zero, eye, num_nodes=3)
+    with pytest.raises(ValueError, match=r"sample_p must have batch_shape \(\)"):
+        kl.kl_monte_carlo(gauss.log_prob, gauss.log_prob,
+                          MultivariateNormal(torch.zeros(3, 2, dtype=torch.float64),
+                                             torch.eye(2, dtype=torch.float64)), 10)
+    with pytest.raises(ValueError, match="sample_p must return 10 samples"):
+        kl.kl_monte_carlo(gauss.log_prob, gauss.log_prob,
+                          lambda n, generator: torch.zeros(n - 1, 2, dtype=torch.float64), 10)
+    with pytest.raises(ValueError, match="log_p must return finite values"):
+        kl.kl_monte_carlo(nowhere, gauss.log_prob, gauss, 10)
+    with pytest.raises(ValueError, match="log_p and log_q must each be finite somewhere"):
+        kl.js_divergence(gauss.log_prob, nowhere, points=grid)
+    with pytest.raises(ValueError, match="sample_p must be a torch distribution"):
+        kl.js_divergence(gauss.log_prob, gauss.log_prob, method="monte_carlo", sample_q=gauss)
+    with pytest.raises(ValueError, match="log_p must be finite somewhere on points"):
+        kl.js_projection(nowhere, grid, zero, eye)
+    with pytest.raises(ValueError, match="max_iter"):
+        kl.js_projection(gauss.log_prob, grid, zero, eye, max_iter=0)
+    with pytest.raises(ValueError, match="max_iter"):
+        kl.i_projection(gauss.log_prob, zero, eye, max_iter=0)

@@ -70,6 +70,22 @@ def test_score_estimator_with_leave_one_out_baseline_recovers_the_target():
     np.testing.assert_allclose(fit.cov, SIGMA, atol=0.15)
 
 
+@pytest.mark.parametrize(("family", "estimator"), [("diagonal", "reparam"), ("full", "score")])
+def test_recorded_elbo_is_a_monte_carlo_estimate_of_the_exact_elbo(family, estimator):
+    # elbos[0] is the Monte Carlo ELBO at the start q = N(0, I), before the first update:
+    # exactly log Z - KL(N(0, I) || N(m, Sigma)) in expectation (torch's closed-form KL).
+    num = 20_000
+    fit = fit_gaussian(log_target, 3, family=family, estimator=estimator, num_samples=num,
+                       steps=1, lr=0.1, seed=5)
+    start = MultivariateNormal(torch.zeros(3, dtype=torch.float64),
+                               torch.eye(3, dtype=torch.float64))
+    exact = LOG_Z - float(kl_divergence(start, MultivariateNormal(_M, torch.from_numpy(SIGMA))))
+    # Standard error of the estimate, from the spread of log p_hat - log q over fresh draws.
+    z = torch.randn(num, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    se = float((log_target(z) - start.log_prob(z)).std()) / math.sqrt(num)
+    assert abs(fit.elbos[0] - exact) < 4 * se
+
+
 def _params(loc, tril_param, family):
     if family == "diagonal":
         return loc, torch.diag(tril_param.exp())
