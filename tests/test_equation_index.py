@@ -27,3 +27,10 @@ def test_equation_index_page_is_current():
     assert (ROOT / "appendix" / "equations.md").read_text() == equation_index.render(), (
         "appendix/equations.md is out of date: run `python tools/equation_index.py`"
     )
+
+
+def test_every_equation_a_symbolic_test_verifies_is_defined_in_a_chapter():
+    defined = equation_index.defined_labels()
+    undefined = {label: tests for label, tests in equation_index.verified_labels().items()
+                 if label not in defined}
+    assert not undefined, f"symbolic tests verify equation labels no chapter defines: {undefined}"

@@ -69,7 +69,7 @@ def test_use_book_style_sets_the_figure_defaults():
         mpl.rcParams["axes.grid"] = False
         plotting.use_book_style()
         assert mpl.rcParams["axes.grid"] is True
-        assert tuple(mpl.rcParams["figure.figsize"]) == (6.4, 4.0)
+        assert mpl.rcParams["figure.figsize"][0] == plotting.COLUMN_WIDTH
         assert mpl.rcParams["axes.spines.top"] is False
 
 
@@ -85,3 +85,35 @@ def test_gaussian_ellipse_rejects_bad_input(ax, kwargs, message):
     args = {"mean": MEAN, "cov": COV} | kwargs
     with pytest.raises(ValueError, match=message):
         plotting.gaussian_ellipse(ax, args.pop("mean"), args.pop("cov"), **args)
+
+
+@pytest.mark.parametrize("bad_ax", [None, "ax", plt])
+def test_helpers_refuse_something_that_is_not_an_axes(bad_ax):
+    with pytest.raises(ValueError, match="ax must be a matplotlib Axes"):
+        plotting.gaussian_ellipse(bad_ax, MEAN, COV)
+    with pytest.raises(ValueError, match="ax must be a matplotlib Axes"):
+        plotting.density_contours(bad_ax, stats.multivariate_normal(MEAN, COV).logpdf,
+                                  (-3, 3), (-3, 3))
+
+
+@pytest.mark.parametrize("xlim", [(0,), (1.0, 0.0), (np.nan, 1.0), (0.0, np.inf), "ab", None])
+def test_density_grid_refuses_limits_that_are_not_an_increasing_pair(xlim):
+    # (0,) used to build a 5 x 50 grid silently; NaN limits gave NaN grids.
+    with pytest.raises(ValueError, match="xlim"):
+        plotting.density_grid(stats.norm.logpdf, xlim, (0.0, 1.0), num=5)
+
+
+def test_density_grid_names_a_log_density_that_returns_the_wrong_shape_or_nan():
+    with pytest.raises(ValueError, match=r"log_density must map points of shape \(25, 2\)"):
+        plotting.density_grid(lambda p: p, (0, 1), (0, 1), num=5)
+    with pytest.raises(ValueError, match="log_density must return finite values or -inf"):
+        plotting.density_grid(lambda p: np.full(len(p), np.nan), (0, 1), (0, 1), num=5)
+    with pytest.raises(ValueError, match="log_density must be callable"):
+        plotting.density_grid(None, (0, 1), (0, 1))
+
+
+def test_book_style_palette_is_okabe_ito_on_an_opaque_background():
+    plotting.use_book_style()
+    colours = [c["color"] for c in mpl.rcParams["axes.prop_cycle"]]
+    assert tuple(colours) == plotting.OKABE_ITO
+    assert mpl.rcParams["figure.facecolor"] == "white" and mpl.rcParams["legend.frameon"]
