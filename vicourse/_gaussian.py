@@ -55,6 +55,10 @@ def check_loc_scale_tril(loc, scale_tril, covariance_type: str = "full",
     return loc, tril
 
 
+#: :math:`\tilde L \mapsto L`: exp on the diagonal, identity below it (torch's own transform).
+_LOWER_CHOLESKY = transform_to(constraints.lower_cholesky)
+
+
 def unconstrained_from_scale_tril(scale_tril: torch.Tensor, covariance_type: str) -> torch.Tensor:
     r"""The one unconstrained parameterisation of ``scale_tril`` (CONTRIBUTING.md).
 
@@ -66,7 +70,7 @@ def unconstrained_from_scale_tril(scale_tril: torch.Tensor, covariance_type: str
     """
     if covariance_type == "diag":
         return scale_tril.diagonal(dim1=-2, dim2=-1).log()
-    return transform_to(constraints.lower_cholesky).inv(scale_tril)
+    return _LOWER_CHOLESKY.inv(scale_tril)
 
 
 def scale_tril_from_unconstrained(param: torch.Tensor, covariance_type: str) -> torch.Tensor:
@@ -77,7 +81,7 @@ def scale_tril_from_unconstrained(param: torch.Tensor, covariance_type: str) -> 
     """
     if covariance_type == "diag":
         return torch.diag_embed(param.exp())
-    return transform_to(constraints.lower_cholesky)(param)
+    return _LOWER_CHOLESKY(param)
 
 
 @dataclass(frozen=True)
