@@ -187,6 +187,19 @@ def test_gaussian_2d_target_offset_by_1e8_gives_the_same_fit_shifted():
     np.testing.assert_allclose(shifted.elbos, base.elbos, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("scale", [1e-30, 1e-10, 1e10, 1e30])
+def test_gaussian_2d_of_a_rescaled_target_is_the_rescaled_fit(scale):
+    # z -> scale * z maps p and every q of the family to their rescaled versions and leaves
+    # KL(q || p), hence the ELBO, unchanged: the fit must follow, whatever the scale.
+    loc, cov, start = np.array([1.0, -0.5]), _correlated(0.9, 1.0, 0.6), np.array([-1.5, 1.0])
+    base = cavi.gaussian_2d(loc, cov, init_loc=start)
+    scaled = fit_strictly(cavi.gaussian_2d, scale * loc, scale**2 * cov, init_loc=scale * start)
+    assert scaled.n_iter == base.n_iter
+    np.testing.assert_allclose(scaled.loc / scale, base.loc, rtol=1e-14)
+    np.testing.assert_allclose(scaled.scale / scale, base.scale, rtol=1e-14)
+    np.testing.assert_allclose(scaled.elbos, base.elbos, rtol=0, atol=1e-13)
+
+
 def test_gaussian_2d_accepts_tensors_and_nested_lists():
     loc, cov = np.array([0.3, -0.2]), np.array([[1.0, 0.5], [0.5, 2.0]])
     base = cavi.gaussian_2d(loc, cov, init_loc=[1.0, 1.0])

@@ -233,7 +233,7 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
     whatever the size of :math:`\mu` (a target centred at :math:`10^8`
     gives the same fit, shifted).  Each sweep multiplies :math:`e_1` by
     :math:`\rho^2 = \Lambda_{12}^2 / (\Lambda_{11}\Lambda_{22})`, the
-    squared correlation of the target.
+    squared correlation of the target ({eq}`eq-mf-gauss-rate`).
 
     References
     ----------
