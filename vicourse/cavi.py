@@ -163,10 +163,6 @@ def _vector(value, name: str, d: int) -> np.ndarray:
     return vector
 
 
-def _check_tol(tol) -> float:
-    return check_scalar(tol, "tol", nonnegative=True)
-
-
 # ----------------------------------------------------------------------------
 # 1. A correlated Gaussian target (Bishop 2006, Section 10.1.2)
 # ----------------------------------------------------------------------------
@@ -243,7 +239,7 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
     cov = check_spd(covariance_matrix, "covariance_matrix", dim=2)
     start = np.zeros(2) if init_loc is None else _vector(init_loc, "init_loc", 2)
     max_iter = check_int(max_iter, "max_iter")
-    tol = _check_tol(tol)
+    tol = check_scalar(tol, "tol", nonnegative=True)
 
     # Lambda_11^-1 Lambda_12 = -Sigma_12 / Sigma_22, and 1 / Lambda_11 is the
     # conditional variance Sigma_11 - Sigma_12^2 / Sigma_22 (a Schur complement).
@@ -326,12 +322,12 @@ def _statistics_1d(x) -> tuple[np.ndarray, int, float, float]:
 
 
 def _exact_posterior(n, xbar, ss, mu0, lambda0, a0, b0):
-    """(eq-mf-ng-exact), written so that no product of two large numbers is formed."""
-    lambda_n = lambda0 + n
-    shrink = lambda0 / lambda_n                                  # weight of the prior mean
-    mu_n = shrink * mu0 + (n / lambda_n) * xbar
-    b_n = b0 + 0.5 * ss + 0.5 * n * shrink * (xbar - mu0) ** 2
-    return mu_n, lambda_n, a0 + 0.5 * n, b_n
+    """(eq-mf-ng-exact), through xbar - mu0 only, so that a common offset of both cancels."""
+    lambda_p = lambda0 + n
+    offset = xbar - mu0
+    mu_p = mu0 + (n / lambda_p) * offset
+    b_p = b0 + 0.5 * ss + 0.5 * n * (lambda0 / lambda_p) * offset**2
+    return mu_p, lambda_p, a0 + 0.5 * n, b_p
 
 
 def normal_gamma_posterior(x, *, mu0, lambda0, a0, b0) -> tuple[float, float, float, float]:
@@ -422,13 +418,14 @@ def normal_gamma_log_evidence(x, *, mu0, lambda0, a0, b0) -> float:
                  + 0.5 * np.log(lambda0 / lambda_p) - 0.5 * n * _LOG_2PI)
 
 
-def _normal_gamma_elbo(n, xbar, ss, mu_n, lambda_n, a_n, b_n, mu0, lambda0, a0, b0):
-    """The ELBO from the data's sufficient statistics (n, mean, sum of squares about the mean)."""
+def _normal_gamma_elbo(n, ss, data_offset, prior_offset, lambda_n, a_n, b_n, lambda0, a0, b0):
+    """The ELBO from the data's statistics: n, the sum of squares ss about the mean xbar,
+    and the offsets xbar - mu_n and mu_n - mu0 (the only places the locations enter)."""
     e_tau = a_n / b_n
     e_log_tau = digamma(a_n) - np.log(b_n)
     # E_q sum_i (x_i - mu)^2 and E_q (mu - mu0)^2
-    e_sq_data = ss + n * ((xbar - mu_n) ** 2 + 1.0 / lambda_n)
-    e_sq_prior = (mu_n - mu0) ** 2 + 1.0 / lambda_n
+    e_sq_data = ss + n * (data_offset**2 + 1.0 / lambda_n)
+    e_sq_prior = prior_offset**2 + 1.0 / lambda_n
     e_log_lik = 0.5 * n * (e_log_tau - _LOG_2PI) - 0.5 * e_tau * e_sq_data
     e_log_p_mu = 0.5 * (np.log(lambda0) + e_log_tau - _LOG_2PI) - 0.5 * lambda0 * e_tau * e_sq_prior
     e_log_p_tau = a0 * np.log(b0) - gammaln(a0) + (a0 - 1.0) * e_log_tau - b0 * e_tau
@@ -476,7 +473,8 @@ def normal_gamma_elbo(x, mu_n, lambda_n, a_n, b_n, *, mu0, lambda0, a0, b0) -> f
     lambda_n = check_scalar(lambda_n, "lambda_n", positive=True)
     a_n = check_scalar(a_n, "a_n", positive=True)
     b_n = check_scalar(b_n, "b_n", positive=True)
-    return float(_normal_gamma_elbo(n, xbar, ss, mu_n, lambda_n, a_n, b_n, mu0, lambda0, a0, b0))
+    return float(_normal_gamma_elbo(n, ss, xbar - mu_n, mu_n - mu0, lambda_n, a_n, b_n,
+                                    lambda0, a0, b0))
 
 
 def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int = 100,
@@ -537,10 +535,10 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
     Notes
     -----
     Translating the data and :math:`\mu_0` together translates
-    :math:`\mu_n` and leaves everything else, the ELBO included, unchanged:
-    the updates use only :math:`\bar x - \mu_0` and the spread of the data
-    about :math:`\bar x`, never the raw values, so data far from zero lose
-    no precision.
+    :math:`\mu_n` and leaves everything else, the ELBO included, unchanged.
+    The code keeps that exact: past the data's mean and spread, the locations
+    enter only through :math:`\bar x - \mu_0`, so data far from zero lose no
+    precision beyond their own rounding.
 
     References
     ----------
@@ -552,13 +550,17 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
         init_precision = n / ss if ss > 0 and math.isfinite(n / ss) else 1.0
     e_tau = check_scalar(init_precision, "init_precision", positive=True)
     max_iter = check_int(max_iter, "max_iter")
-    tol = _check_tol(tol)
+    tol = check_scalar(tol, "tol", nonnegative=True)
 
     a_n = a0 + 0.5 * (n + 1)                               # (10.29): fixed from the first sweep on
-    # (10.26): does not depend on q(tau); written as in _exact_posterior, whose mu_p it equals
-    mu_n = (lambda0 / (lambda0 + n)) * mu0 + (n / (lambda0 + n)) * xbar
+    # (10.26): does not depend on q(tau).  It is written through xbar - mu0, as are the
+    # offsets xbar - mu_n and mu_n - mu0 that the rest uses, so a common shift cancels exactly.
+    offset = xbar - mu0
+    mu_n = mu0 + (n / (lambda0 + n)) * offset
+    data_offset = (lambda0 / (lambda0 + n)) * offset       # xbar - mu_n
+    prior_offset = (n / (lambda0 + n)) * offset            # mu_n - mu0
     # sum_i (x_i - mu_n)^2 + lambda0 (mu_n - mu0)^2, the part of E_mu[...] free of q(mu)'s spread
-    spread = ss + n * (xbar - mu_n) ** 2 + lambda0 * (mu_n - mu0) ** 2
+    spread = ss + n * data_offset**2 + lambda0 * prior_offset**2
     state = {"lambda_n": lambda0 * e_tau, "b_n": a_n / e_tau}
     path = [(mu0, state["lambda_n"], a_n, state["b_n"])]
 
@@ -568,7 +570,8 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
         b_n = b0 + 0.5 * (spread + (n + lambda0) / lambda_n)                   # (10.30)
         state.update(lambda_n=lambda_n, b_n=b_n)
         path.append((mu_n, lambda_n, a_n, b_n))
-        return _normal_gamma_elbo(n, xbar, ss, mu_n, lambda_n, a_n, b_n, mu0, lambda0, a0, b0)
+        return _normal_gamma_elbo(n, ss, data_offset, prior_offset, lambda_n, a_n, b_n,
+                                  lambda0, a0, b0)
 
     elbos, n_iter, converged = _iterate(sweep, max_iter, tol, "normal_gamma", n_samples=n)
     return NormalGammaFit(float(mu_n), float(state["lambda_n"]), float(a_n), float(state["b_n"]),
@@ -712,7 +715,7 @@ def gmm(X, n_components: int, *, prior_std: float, m0=None, max_iter: int = 200,
     sigma = _check_prior_std(prior_std)
     m0 = np.zeros(d) if m0 is None else _vector(m0, "m0", d)
     max_iter = check_int(max_iter, "max_iter")
-    tol = _check_tol(tol)
+    tol = check_scalar(tol, "tol", nonnegative=True)
     rng = as_rng(seed)
 
     centre = X.mean(axis=0)
