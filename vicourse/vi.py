@@ -1,4 +1,4 @@
-"""Black-box variational inference with a Gaussian family (Chapter 5).
+"""Black-box variational inference with a Gaussian family (Chapter 5) or a flow (Chapter 9).
 
 :func:`fit_gaussian` maximises the ELBO of a Gaussian
 :math:`q_\\lambda(z) = \\mathcal N(z \\mid \\mu, L L^\\top)` for a log density
@@ -21,11 +21,13 @@ windowed stopping rule, the checks for a bound or gradient that breaks down,
 the :class:`~vicourse.ConvergenceWarning`) is the private driver
 :func:`_stochastic_ascent`, which any other variational family can reuse:
 it needs only the parameters and a function that returns one step's
-surrogate objective and ELBO estimate.
+surrogate objective and ELBO estimate.  :func:`fit_flow` is that second
+family: a normalizing flow of :mod:`vicourse.flows`, fitted by the same loop.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -56,8 +58,9 @@ from vicourse._validation import (
 )
 from vicourse.estimators import MAX_ENTRIES, _draw
 from vicourse.exceptions import ConvergenceWarning
+from vicourse.flows import Flow, FlowFit
 
-__all__ = ["ESTIMATORS", "BASELINES", "elbo_grads", "fit_gaussian"]
+__all__ = ["ESTIMATORS", "BASELINES", "elbo_grads", "fit_flow", "fit_gaussian"]
 
 #: The gradient estimators of the ELBO: pathwise or score function.
 ESTIMATORS = ("reparam", "score")
@@ -617,3 +620,117 @@ def fit_gaussian(log_joint, dim=None, *, covariance_type="full", estimator="repa
     return GaussianFit(loc=fit_loc, scale_tril=np.array(fit_tril), covariance_type=covariance_type,
                        elbos=result.elbos, n_iter=result.n_iter, converged=result.converged,
                        info=info)
+
+
+# --------------------------------------------------------------------------- normalizing flows
+
+
+def fit_flow(log_joint, flow, *, num_samples, steps, lr, tau0=100.0, kappa=0.0, average=False,
+             tol=1e-3, eval_window=100, seed) -> FlowFit:
+    r"""Fit a normalizing flow to a log density known up to a constant, by black-box VI.
+
+    Implements {eq}`eq-flow-elbo` of Chapter 9 with the loop of
+    :func:`fit_gaussian` ({prf:ref}`alg-grad-bbvi` of Chapter 5): each step
+    draws :math:`\epsilon_{1:S} \sim \mathcal N(0, I)`, pushes them through
+    the flow, :math:`(z_s, \log q(z_s))` = ``flow(eps)``, and takes one Adam
+    step on the pathwise gradient of
+
+    .. math::
+
+        \hat{\mathcal L} = \frac1S \sum_{s=1}^S \big[\log \hat p(z_s) - \log q(z_s)\big],
+
+    whose value is also the step's recorded ELBO estimate.  The step size
+    {eq}`eq-grad-schedule`, iterate averaging, the stopping rule
+    {eq}`eq-grad-stopping` and the checks for a bound or gradient that breaks
+    down are those of :func:`fit_gaussian` (one driver).  Vectorised over the
+    samples: no Python loop runs over them.
+
+    Parameters
+    ----------
+    log_joint : callable
+        :math:`\log p(x, z)` or any log density known up to a constant: maps a
+        float64 tensor of shape (S, d) to a tensor of shape (S,) of finite
+        values, row by row, differentiably.
+    flow : vicourse.flows.Flow
+        The family and its starting point; it is copied, not changed.
+    num_samples : int, >= 1
+        :math:`S`, Monte Carlo samples per step.
+    steps : int, >= 1
+        The largest number of Adam steps.
+    lr, tau0, kappa, average, tol, eval_window
+        As in :func:`fit_gaussian`; averaging applies to every parameter of
+        the flow.
+    seed : int in [0, 2**63 - 1]
+        Seeds the :class:`torch.Generator` that draws :math:`\epsilon`.
+
+    Returns
+    -------
+    FlowFit
+        ``flow`` (the fitted copy), ``elbos`` (n_iter,): the Monte Carlo ELBO
+        of each step from that step's draws, at the parameters before its
+        update; ``n_iter``; ``converged``; and ``info``: ``"num_samples"``,
+        ``"average"``, ``"step_sizes"``, ``"window_means"``,
+        ``"relative_changes"`` as in :func:`fit_gaussian`, and
+        ``"last_flow"``, the last iterate (the same object as ``flow`` unless
+        ``average=True``).
+
+    Raises
+    ------
+    ValueError
+        If an argument is malformed (named in the message), ``log_joint``
+        returns a shape other than (S,), NaN or infinite values, or values
+        that do not depend on its input through torch operations; or if the
+        ELBO estimate or its gradient becomes non-finite during the fit (the
+        message names the step; then try a smaller ``lr``), or the scale of
+        the fitted base under- or overflows (a diverged fit).
+
+    Warns
+    -----
+    ConvergenceWarning
+        If ``tol > 0`` and the stopping rule did not hold within ``steps``.
+
+    References
+    ----------
+    Rezende and Mohamed (2015); Kucukelbir et al. (2017).
+    """
+    check_callable(log_joint, "log_joint")
+    if not isinstance(flow, Flow):
+        raise ValueError(f"flow must be a vicourse.flows.Flow; got {_describe(flow)}")
+    num_samples = flow._check_num_samples(num_samples)
+    steps, lr, tau0, kappa, tol, eval_window, average = _check_schedule(
+        lr, tau0, kappa, tol, eval_window, average, steps)
+    generator = torch.Generator().manual_seed(check_seed(seed))
+    flow = copy.deepcopy(flow)
+    flow.requires_grad_(True)
+    params = [p for p in flow.parameters()]
+    dim = flow.dim
+
+    def objective(step):
+        eps = torch.randn(num_samples, dim, generator=generator, dtype=torch.float64)
+        z, log_q = flow._push(eps)
+        log_p = call_log_density(log_joint, z, "log_joint", differentiable=True)
+        terms = log_p - log_q
+        surrogate = terms.mean()
+        return surrogate, surrogate.detach()
+
+    result = _stochastic_ascent(objective, params, steps=steps, lr=lr, tau0=tau0, kappa=kappa,
+                                average=average, tol=tol, eval_window=eval_window,
+                                what="fit_flow")
+    last = flow
+    if result.averaged is not None:
+        flow = copy.deepcopy(last)
+        with torch.no_grad():
+            for p, mean in zip(flow.parameters(), result.averaged, strict=True):
+                p.copy_(mean)
+    with torch.no_grad():
+        diagonal = flow.scale_tril.diagonal()
+    if not bool(((diagonal > 0) & torch.isfinite(diagonal)).all()):
+        raise ValueError(f"fit_flow diverged: after {result.n_iter} steps the scale of the base "
+                         f"has under- or overflowed (smallest diagonal of its scale_tril "
+                         f"{float(diagonal.min()):.3g}, largest {float(diagonal.max()):.3g}); try "
+                         f"a smaller lr (now {lr:g}) or a decreasing step size (kappa > 0.5)")
+    info = {"num_samples": num_samples, "average": average, "step_sizes": result.step_sizes,
+            "window_means": result.window_means, "relative_changes": result.relative_changes,
+            "last_flow": last}
+    return FlowFit(flow=flow, elbos=result.elbos, n_iter=result.n_iter,
+                   converged=result.converged, info=info)
