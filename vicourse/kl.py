@@ -139,6 +139,26 @@ def _check_rule(method, num_nodes, num_samples, generator, d: int, *, sets: int 
     return method, num_nodes, num_samples, generator
 
 
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+@functools.lru_cache(maxsize=32)
+def _hermite_rule(num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss--Hermite nodes and weights for E over N(0, 1); nodes of zero weight dropped."""
+    # hermegauss diagonalises a num_nodes x num_nodes matrix: one BLAS thread, because
+    # handing it to a second one cost a hundred times as much on a busy machine.
+    with _threadpools().limit(limits=1, user_api="blas"):
+        nodes, w = hermegauss(num_nodes)    # weight function exp(-x^2 / 2)
+    w = w / math.sqrt(2.0 * math.pi)         # a probability vector: E over N(0, 1)
+    keep = w > 0
+    nodes, w = nodes[keep], w[keep]
+    nodes.flags.writeable = False
+    w.flags.writeable = False
+    return nodes, w
+
+
 def _rule(d: int, method: str, num_nodes: int, num_samples: int,
           generator: torch.Generator | None):
     """Points ``eps`` (m, d) and weights (m,) with sum_j w_j f(eps_j) ~ E f(eps), eps ~ N(0, I).
@@ -146,10 +166,7 @@ def _rule(d: int, method: str, num_nodes: int, num_samples: int,
     Nodes whose weight underflows to zero are dropped (so that 0 * -inf never occurs).
     """
     if method == "quadrature":
-        nodes, w = hermegauss(num_nodes)    # weight function exp(-x^2 / 2)
-        w = w / math.sqrt(2.0 * math.pi)     # a probability vector: E over N(0, 1)
-        keep = w > 0
-        nodes, w = nodes[keep], w[keep]
+        nodes, w = _hermite_rule(num_nodes)
         grids = np.meshgrid(*([nodes] * d), indexing="ij")
         eps = np.stack([g.ravel() for g in grids], axis=1)
         weights = np.ones(eps.shape[0])
@@ -729,11 +746,6 @@ class _Parameters:
                            covariance_type=self.covariance_type,
                            elbos=np.asarray(elbos, dtype=np.float64), n_iter=n_iter,
                            converged=converged, info=info)
-
-
-@functools.cache
-def _threadpools() -> ThreadpoolController:
-    return ThreadpoolController()
 
 
 def _lbfgs(loss, record, x0: np.ndarray, tol: float, max_iter: int, what: str, advice: str):
