@@ -50,6 +50,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 #: Largest intermediate tensor a bound may allocate, in bytes: the draws of one
 #: call form tensors of num_samples * n_samples * max(data_dim, hidden_dim) numbers.
 _MAX_BYTES = 2**31
+_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]"
 
 
 def _as_real_tensor(value, name: str) -> torch.Tensor:
@@ -160,8 +161,8 @@ class VAE(nn.Module):
 
     where the decoder returns the logits :math:`\eta(z)` and the encoder returns
     :math:`(\mu_\phi(x), \log \sigma^2_\phi(x))`.  Implements
-    {eq}`eq-vae-objective`, {eq}`eq-vae-bernoulli` and {eq}`eq-vae-iwae` of
-    Chapter 6.
+    {eq}`eq-vae-objective`, {eq}`eq-vae-bernoulli` (computed from the logits,
+    {eq}`eq-vae-bernoulli-logits`) and {eq}`eq-vae-iwae` of Chapter 6.
 
     Parameters
     ----------
@@ -525,8 +526,9 @@ def train(model: VAE, X, *, epochs: int, batch_size: int, lr: float, seed: int,
     X_test : tensor of shape (m, data_dim), optional
         Held-out data, evaluated after every epoch.
     progress : bool, default True
-        Show a ``tqdm`` progress bar on standard error, one line redrawn at
-        most once a second, with the latest training and held-out ELBO.
+        Show a ``tqdm`` progress bar on standard error: one line of at most 80
+        characters, redrawn at most once a second, with the latest training
+        ELBO and, with ``X_test``, the held-out one.
 
     Returns
     -------
@@ -576,8 +578,10 @@ def train(model: VAE, X, *, epochs: int, batch_size: int, lr: float, seed: int,
               f"(it was {batch_size}); the model's weights are now unusable, so start again "
               f"from a new VAE")
     train_elbo, test_elbo = [], []
-    bar = tqdm(range(1, epochs + 1), desc="training", unit="epoch", disable=not progress,
-               file=sys.stderr, mininterval=1.0, leave=True)
+    # One line of at most 80 characters (a terminal's width, and less than the book's
+    # column): the bar shrinks to fit; the rate, which changes every run, is left out.
+    bar = tqdm(range(1, epochs + 1), desc="training", disable=not progress, file=sys.stderr,
+               mininterval=1.0, leave=True, ncols=80, bar_format=_BAR_FORMAT)
     for epoch in bar:
         order = torch.randperm(n, generator=generator)
         total = 0.0
@@ -599,13 +603,13 @@ def train(model: VAE, X, *, epochs: int, batch_size: int, lr: float, seed: int,
                 raise ValueError(f"a weight of the model is NaN or infinite after epoch "
                                  f"{epoch} (step {steps_per_epoch}); {advice}")
         train_elbo.append(total / n)
-        postfix = {"train ELBO": f"{train_elbo[-1]:.2f}"}
+        postfix = {"ELBO": f"{train_elbo[-1]:.2f}"}
         if X_test is not None:
             with torch.no_grad():
                 held_out = float(model._elbo(X_test, 1, True, eval_generator).mean())
             test_elbo.append(finite_or_raise(
                 held_out, f"the held-out ELBO after epoch {epoch}", advice))
-            postfix["test ELBO"] = f"{test_elbo[-1]:.2f}"
+            postfix["held out"] = f"{test_elbo[-1]:.2f}"
         bar.set_postfix(postfix, refresh=False)
     bar.close()
     return TrainingHistory(train_elbo=tuple(train_elbo),
