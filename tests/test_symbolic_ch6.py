@@ -131,3 +131,18 @@ def test_second_order_expansion_of_the_gap():
         # A monomial with a power-one factor has mean 0; d_i^2 has mean v.
         mean = sum(coeff * (0 if 1 in powers else v) for powers, coeff in square.terms())
         assert sp.simplify(mean - v / n) == 0
+
+
+@pytest.mark.verifies("eq-vae-iwae-gap")
+def test_weights_have_infinite_variance_when_q_is_too_narrow():
+    # The condition of eq-vae-iwae-gap can fail: for the posterior N(0, 1) and
+    # q = N(0, s^2), E_q[w^2] = int p(z)^2 / q(z) dz is finite exactly when s^2 > 1/2.
+    s2 = sp.symbols("s2", positive=True)
+    second_moment = sp.exp(2 * log_normal(z, 0, 1) - log_normal(z, 0, sp.sqrt(s2)))
+    for value, finite in [(sp.Rational(1, 4), False), (sp.Rational(1, 2), False),
+                          (sp.Rational(3, 5), True), (1, True), (2, True)]:
+        integral = sp.integrate(second_moment.subs(s2, value), (z, -sp.oo, sp.oo))
+        assert integral.is_finite is finite, (value, integral)
+        if finite:
+            # ... and then it equals s^2 / sqrt(2 s^2 - 1), so Var[w] = that - 1.
+            assert sp.simplify(integral - value / sp.sqrt(2 * value - 1)) == 0
