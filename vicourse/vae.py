@@ -105,7 +105,7 @@ def gaussian_kl_to_standard_normal(loc, logvar) -> torch.Tensor:
     Notes
     -----
     :math:`\sigma^2 - 1 - \log \sigma^2` is computed as
-    ``expm1(logvar) - logvar``.  Its relative error is then about
+    ``expm1(logvar) - logvar``.  The relative error of this term is then about
     :math:`2\varepsilon / |\log \sigma^2|` for :math:`|\log \sigma^2| < 1`
     (:math:`\varepsilon` the dtype's machine epsilon: about
     :math:`2 \times 10^{-10}` at :math:`\log \sigma^2 = 10^{-6}` in float64),
@@ -141,7 +141,7 @@ def _log_standard_normal(z: torch.Tensor) -> torch.Tensor:
 def _bernoulli_log_lik(logits: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     # log Bernoulli(x | sigmoid(eta)) = x eta - softplus(eta) = -BCE(eta, x), from the
     # logits (eq-vae-bernoulli-logits): log(sigmoid(eta)) underflows to -inf for eta below
-    # about -88 in float32, and log(1 - sigmoid(eta)) already for eta above about 17.
+    # about -88.7 in float32, and log(1 - sigmoid(eta)) already for eta above about 16.6.
     return -F.binary_cross_entropy_with_logits(
         logits, X.expand_as(logits), reduction="none").sum(-1)
 
@@ -582,35 +582,37 @@ def train(model: VAE, X, *, epochs: int, batch_size: int, lr: float, seed: int,
     # column): the bar shrinks to fit; the rate, which changes every run, is left out.
     bar = tqdm(range(1, epochs + 1), desc="training", disable=not progress, file=sys.stderr,
                mininterval=1.0, leave=True, ncols=80, bar_format=_BAR_FORMAT)
-    for epoch in bar:
-        order = torch.randperm(n, generator=generator)
-        total = 0.0
-        for step, start in enumerate(range(0, n, batch_size), start=1):
-            batch = X[order[start:start + batch_size]]
-            elbo = model._elbo(batch, 1, True, generator)
-            loss = -elbo.mean()  # the optimiser minimises, so it is handed -ELBO
-            value = -loss.item()
-            finite_or_raise(value, f"the minibatch ELBO at epoch {epoch}, step {step} of "
-                            f"{steps_per_epoch}", advice)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += value * batch.shape[0]
-        # A non-finite gradient in the epoch's last step leaves non-finite weights
-        # that no minibatch ELBO of this epoch has seen.
-        with torch.no_grad():
-            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                raise ValueError(f"a weight of the model is NaN or infinite after epoch "
-                                 f"{epoch} (step {steps_per_epoch}); {advice}")
-        train_elbo.append(total / n)
-        postfix = {"ELBO": f"{train_elbo[-1]:.2f}"}
-        if X_test is not None:
+    try:
+        for epoch in bar:
+            order = torch.randperm(n, generator=generator)
+            total = 0.0
+            for step, start in enumerate(range(0, n, batch_size), start=1):
+                batch = X[order[start:start + batch_size]]
+                elbo = model._elbo(batch, 1, True, generator)
+                loss = -elbo.mean()  # the optimiser minimises, so it is handed -ELBO
+                value = -loss.item()
+                finite_or_raise(value, f"the minibatch ELBO at epoch {epoch}, step {step} of "
+                                f"{steps_per_epoch}", advice)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += value * batch.shape[0]
+            # A non-finite gradient in the epoch's last step leaves non-finite weights
+            # that no minibatch ELBO of this epoch has seen.
             with torch.no_grad():
-                held_out = float(model._elbo(X_test, 1, True, eval_generator).mean())
-            test_elbo.append(finite_or_raise(
-                held_out, f"the held-out ELBO after epoch {epoch}", advice))
-            postfix["held out"] = f"{test_elbo[-1]:.2f}"
-        bar.set_postfix(postfix, refresh=False)
-    bar.close()
+                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                    raise ValueError(f"a weight of the model is NaN or infinite after epoch "
+                                     f"{epoch} (step {steps_per_epoch}); {advice}")
+            train_elbo.append(total / n)
+            postfix = {"ELBO": f"{train_elbo[-1]:.2f}"}
+            if X_test is not None:
+                with torch.no_grad():
+                    held_out = float(model._elbo(X_test, 1, True, eval_generator).mean())
+                test_elbo.append(finite_or_raise(
+                    held_out, f"the held-out ELBO after epoch {epoch}", advice))
+                postfix["held out"] = f"{test_elbo[-1]:.2f}"
+            bar.set_postfix(postfix, refresh=False)
+    finally:
+        bar.close()   # also when training breaks down
     return TrainingHistory(train_elbo=tuple(train_elbo),
                            test_elbo=None if X_test is None else tuple(test_elbo))
