@@ -110,7 +110,8 @@ def test_gaussian_kl_is_positive_and_zero_only_at_the_standard_normal():
     loc = torch.randn(1000, 3, generator=gen, dtype=torch.float64)
     logvar = torch.randn(1000, 3, generator=gen, dtype=torch.float64)
     assert bool((gaussian_kl_to_standard_normal(loc, logvar) > 0).all())
-    assert float(gaussian_kl_to_standard_normal(torch.zeros(4), torch.zeros(4))) == 0.0
+    at_prior = gaussian_kl_to_standard_normal(torch.zeros(4), torch.zeros(4))
+    assert float(at_prior) == 0.0 and at_prior.dtype == torch.float32   # dtype kept
 
 
 def test_gaussian_kl_is_the_mean_of_its_monte_carlo_estimate():
@@ -586,6 +587,12 @@ def test_decode_rejects_bad_latents(bad):
 def test_vae_rejects_bad_dimensions(bad, which):
     args = {"data_dim": 64, "latent_dim": 2, "hidden_dim": 8, which: bad}
     rejects(lambda: VAE(**args), which)
+
+
+def test_vae_refuses_layers_too_large_to_allocate():
+    # Each dimension is allowed, but together they would need 8 TiB of weights.
+    with pytest.raises(ValueError, match=r"hidden_dim=1048576 make .* GiB in float32"):
+        VAE(2**20, 2, 2**20)
 
 
 def train_with(**changes):

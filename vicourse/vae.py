@@ -183,8 +183,8 @@ class VAE(nn.Module):
     Raises
     ------
     ValueError
-        If a dimension is not an integer in [1, 2**20] or ``generator`` is not
-        a :class:`torch.Generator`.
+        If a dimension is not an integer in [1, 2**20], the weights would take
+        more than 2 GiB, or ``generator`` is not a :class:`torch.Generator`.
 
     Notes
     -----
@@ -211,6 +211,14 @@ class VAE(nn.Module):
         self.data_dim = check_int(data_dim, "data_dim", maximum=2**20)
         self.latent_dim = check_int(latent_dim, "latent_dim", maximum=2**20)
         self.hidden_dim = check_int(hidden_dim, "hidden_dim", maximum=2**20)
+        # Weights and biases of the four layers, refused before torch tries to allocate them.
+        n_weights = ((data_dim + 1) * hidden_dim + (hidden_dim + 1) * 2 * latent_dim
+                     + (latent_dim + 1) * hidden_dim + (hidden_dim + 1) * data_dim)
+        if 4 * n_weights > _MAX_BYTES:
+            raise ValueError(f"data_dim={data_dim}, latent_dim={latent_dim} and "
+                             f"hidden_dim={hidden_dim} make {n_weights:,} weights "
+                             f"({4 * n_weights / 2**30:.1f} GiB in float32), more than the "
+                             f"{_MAX_BYTES / 2**30:.0f} GiB allowed; use smaller layers")
         generator = check_generator(generator)
         self.encoder = nn.Sequential(nn.Linear(data_dim, hidden_dim), nn.Tanh(),
                                      nn.Linear(hidden_dim, 2 * latent_dim))
