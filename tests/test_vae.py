@@ -17,8 +17,10 @@ from bad_inputs import (
     bad_arrays,
     bad_ints,
     bad_scalars,
+    bad_seeds,
     meta_tensors,
     non_finite_arrays,
+    not_bools,
     not_numbers,
 )
 from hypothesis import given, settings
@@ -542,11 +544,6 @@ def test_methods_reject_bad_num_samples(bad, method):
     rejects(call, "num_samples")
 
 
-def not_bools():
-    return st.one_of(not_numbers().filter(lambda v: not isinstance(v, bool | np.bool_)),
-                     st.integers(0, 1), st.floats(0, 1))
-
-
 def bad_generators():
     return st.one_of(not_numbers().filter(lambda v: v is not None), st.integers(0, 10),
                      st.just(np.random.default_rng(0)))
@@ -612,11 +609,6 @@ def test_train_rejects_bad_counts(bad, which):
 @given(bad=bad_scalars(positive=True))
 def test_train_rejects_a_bad_learning_rate(bad):
     rejects(train_with(lr=bad), "lr")
-
-
-def bad_seeds():
-    return st.one_of(not_numbers(), st.floats(allow_nan=True, allow_infinity=True),
-                     st.integers(max_value=-1), st.integers(min_value=2**63, max_value=2**300))
 
 
 @settings(max_examples=40, deadline=None)
