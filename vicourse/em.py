@@ -192,7 +192,10 @@ class _Data:
         self._Xc = np.empty((self.rows, self.d))
         self._T = np.empty((self.rows, self.n_stats))
         self._T[:, 0] = 1.0
-        self._work = np.empty((3, self.rows, n_components))   # log joint, exp, resp
+        # The (K, rows) layout makes the reductions over components elementwise
+        # operations on K contiguous rows, which numpy vectorises (a reduction over a
+        # short last axis of (rows, K) runs one tiny loop per row).
+        self._work = np.empty((3, n_components, self.rows))   # log joint, exp, resp
         radius2 = 0.0
         for _, Xc in self._centred_blocks():
             radius2 = max(radius2, float(np.max(np.einsum("na,na->n", Xc, Xc))))
@@ -228,32 +231,33 @@ class _Data:
                        narrow)
 
     def block_log_joint(self, Xc, T, p: _Params, out=None) -> np.ndarray:
-        """log pi_k + log N(x_i | mu_k, Sigma_k) for a block, (rows, K)."""
+        """log pi_k + log N(x_i | mu_k, Sigma_k) for a block, transposed: (K, rows)."""
         # Departure from the textbook form eq-em-log-joint: the Mahalanobis term
         # (x - mu)^T Lambda (x - mu) is expanded into eta_k . T(x), so all values
         # of the block are one matrix product.
-        lj = np.matmul(T, p.eta.T, out=out)
+        lj = np.matmul(p.eta, T.T, out=out)
         # Fallback: where the expansion would cancel badly (_narrow), the textbook
         # form, as scikit-learn computes it: || L_k^{-1} (x_i - mu_k) ||^2.
         for k in p.narrow:                                     # loop over K, rarely entered
             y = (Xc - p.means_c[k]) @ p.chol_inv[k].T          # L_k^{-1} (x_i - mu_k)
-            lj[:, k] = p.const[k] - 0.5 * np.einsum("na,na->n", y, y)
+            lj[k] = p.const[k] - 0.5 * np.einsum("na,na->n", y, y)
         return lj
 
     def block_e_step(self, Xc, T, p: _Params):
-        """E-step on a block: (log joint, resp, per-point log-likelihood), in reused buffers."""
+        """E-step on a block: log joint and resp, both (K, rows), in reused buffers, and the
+        per-point log-likelihood (rows,)."""
         m = Xc.shape[0]
-        lj = self.block_log_joint(Xc, T, p, out=self._work[0, :m])
+        lj = self.block_log_joint(Xc, T, p, out=self._work[0, :, :m])
         # log-sum-exp over components, shifted by the row maximum as
         # scipy.special.logsumexp does; exp(lj - max) is kept, so that the
         # responsibilities are one division (never exponentiate-then-normalise:
         # each row's largest shifted term is exp(0) = 1, so no row sum underflows).
-        row_max = lj.max(axis=1, keepdims=True)
-        shifted = np.subtract(lj, row_max, out=self._work[1, :m])
+        row_max = lj.max(axis=0)
+        shifted = np.subtract(lj, row_max, out=self._work[1, :, :m])
         np.exp(shifted, out=shifted)
-        sums = shifted.sum(axis=1, keepdims=True)
-        resp = np.divide(shifted, sums, out=self._work[2, :m])
-        lse = (row_max + np.log(sums))[:, 0]
+        sums = shifted.sum(axis=0)
+        resp = np.divide(shifted, sums, out=self._work[2, :, :m])
+        lse = row_max + np.log(sums)
         return lj, resp, lse
 
     def statistics(self, resp, check_as: str | None = None) -> np.ndarray:
@@ -262,18 +266,17 @@ class _Data:
         With ``check_as``, each block of ``resp`` is first checked to hold
         probability rows, and errors name ``check_as``.
         """
-        stats = np.zeros((self.n_stats, resp.shape[1]))
+        stats = np.zeros((resp.shape[1], self.n_stats))
         for rows, _, T in self.blocks():
             block = resp[rows]
             if check_as is not None:
                 block = check_probability_vector(block, check_as)
-            # T^T r rather than r^T T: OpenBLAS splits this shape across threads far better.
-            stats += T.T @ block
-        return stats.T
+            stats += block.T @ T
+        return stats
 
     def e_pass(self, p: _Params, *, with_statistics: bool = True):
         """One E-step over all blocks: what the loop records, and r^T T for the M-step."""
-        stats = np.zeros((self.n_stats, self.K)) if with_statistics else None
+        stats = np.zeros((self.K, self.n_stats)) if with_statistics else None
         log_lik = abs_log_lik = cross = neg_entropy = 0.0
         for _, Xc, T in self.blocks():
             lj, resp, lse = self.block_e_step(Xc, T, p)
@@ -281,12 +284,12 @@ class _Data:
             abs_log_lik += float(np.abs(lse).sum())
             cross += float(np.vdot(resp, lj))                 # sum r log p(x, z)
             # sum r log r with log r = lj - lse, finite wherever lj is.
-            neg_entropy += float(np.vdot(resp, lj - lse[:, None]))
+            neg_entropy += float(np.vdot(resp, lj - lse))
             if with_statistics:
-                stats += T.T @ resp
+                stats += resp @ T
         return {"log_likelihood": log_lik, "abs_log_likelihood": abs_log_lik,
                 "elbo": cross - neg_entropy, "neg_entropy": neg_entropy,
-                "stats": None if stats is None else stats.T}
+                "stats": stats}
 
     def m_step(self, stats, reg_covar: float, *, resp=None, p_old: _Params | None = None):
         """Weights, centred means and covariances from statistics ``stats`` (K, n_stats).
@@ -302,10 +305,11 @@ class _Data:
             # sum, exactly scikit-learn's _estimate_gaussian_covariances_full.
             scatter = np.zeros((narrow.size, self.d, self.d))
             for rows, Xc, T in self.blocks():
-                r = resp[rows] if resp is not None else self.block_e_step(Xc, T, p_old)[1]
+                # responsibilities of the block, (K, rows)
+                r = resp[rows].T if resp is not None else self.block_e_step(Xc, T, p_old)[1]
                 for j, k in enumerate(narrow):
                     diff = Xc - means_c[k]
-                    scatter[j] += (r[:, k, None] * diff).T @ diff
+                    scatter[j] += (r[k, :, None] * diff).T @ diff
             covariances[narrow] = scatter / (stats[narrow, 0] + _NK_FLOOR)[:, None, None]
             covariances[narrow] += reg_covar * np.eye(self.d)
         return weights, means_c, covariances
@@ -448,7 +452,7 @@ def log_joint(X, weights, means, covariances) -> np.ndarray:
     p = data.params(weights, means - data.centre, covariances)
     out = np.empty((data.n, data.K))
     for rows, Xc, T in data.blocks():
-        data.block_log_joint(Xc, T, p, out=out[rows])
+        out[rows] = data.block_log_joint(Xc, T, p).T
     return out
 
 
@@ -638,7 +642,7 @@ def elbo(X, resp, weights, means, covariances) -> float:
     p = data.params(weights, means - data.centre, covariances)
     total = 0.0
     for rows, Xc, T in data.blocks():
-        total += float(np.sum(discrete_elbo(data.block_log_joint(Xc, T, p), resp[rows])))
+        total += float(np.sum(discrete_elbo(data.block_log_joint(Xc, T, p).T, resp[rows])))
     return total
 
 
