@@ -369,10 +369,11 @@ def _require_positive_definite(covariances, iteration: int | None = None) -> Non
     try:
         np.linalg.cholesky(covariances)
     except np.linalg.LinAlgError:
-        when = "" if iteration is None else f" at iteration {iteration}"
+        when = {None: "", 0: " in the first M-step, from resp_init"}.get(
+            iteration, f" at iteration {iteration}")
         raise ValueError(
-            f"a covariance became singular{when} (a component collapsed onto too few "
-            "points); increase reg_covar, use fewer components, or start elsewhere"
+            f"a covariance became singular{when}: a component collapsed onto too few "
+            "points; increase reg_covar, use fewer components, or start elsewhere"
         ) from None
 
 
