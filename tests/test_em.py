@@ -126,7 +126,7 @@ def test_fit_gmm_matches_sklearn_with_a_large_regulariser():
     np.testing.assert_allclose(ours.means, ref.means_, rtol=1e-8)
 
 
-def test_fit_gmm_with_tol_stops_no_later_than_sklearn_and_at_the_same_parameters():
+def test_fit_gmm_with_tol_holds_sklearns_parameters_after_as_many_iterations():
     # The two stopping rules differ (fit_gmm: the bound after the M-step; scikit-learn:
     # the log-likelihood before it), but each iterate is the same.
     X, resp_init = make_data(22)
@@ -466,7 +466,7 @@ GOOD_X, GOOD_RESP = make_data(18, n=30)
 GOOD_PARAMS = make_params(GOOD_X, 3, 18)
 
 
-def every_function(X=GOOD_X, resp=GOOD_RESP, params=GOOD_PARAMS, **kwargs):
+def every_function(X=GOOD_X, resp=GOOD_RESP, params=GOOD_PARAMS):
     """Each public function of em called with the given arguments."""
     weights, means, covariances = params
     return [

@@ -45,6 +45,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from vicourse._validation import (
     as_float_array,
@@ -72,6 +73,12 @@ _EXPANSION_TOL = 1e-11
 _BLOCK_BYTES = 4 * 2**20
 # An (n, K) result larger than this is refused before it is allocated.
 _MAX_RESULT_BYTES = 4 * 2**30
+# The products of a block are small (a few thousand rows by 1 + d + d(d+1)/2 by K):
+# splitting them across BLAS threads costs more than it saves, and on a busy
+# machine far more (a thread waits for a core at every product).  Every public
+# function runs its block loop with one BLAS thread, as scikit-learn's KMeans
+# does with its chunks.  The controller is made once: entering it costs a few us.
+_BLAS = ThreadpoolController()
 # A log-likelihood may fall by this much relative to sum_i |log p(x_i | theta)|
 # (rounding of n-term sums) before EM with reg_covar = 0 warns that it fell.
 _FALL_TOL = 1e-9
@@ -452,8 +459,9 @@ def log_joint(X, weights, means, covariances) -> np.ndarray:
     data = _Data(X, weights.shape[0])
     p = data.params(weights, means - data.centre, covariances)
     out = np.empty((data.n, data.K))
-    for rows, Xc, T in data.blocks():
-        out[rows] = data.block_log_joint(Xc, T, p).T
+    with _BLAS.limit(limits=1, user_api="blas"):
+        for rows, Xc, T in data.blocks():
+            out[rows] = data.block_log_joint(Xc, T, p).T
     return out
 
 
@@ -474,7 +482,8 @@ def log_likelihood(X, weights, means, covariances) -> float:
     weights, means, covariances = _check_params(weights, means, covariances, X.shape[1])
     data = _Data(X, weights.shape[0])
     p = data.params(weights, means - data.centre, covariances)
-    return data.e_pass(p, with_statistics=False)["log_likelihood"]
+    with _BLAS.limit(limits=1, user_api="blas"):
+        return data.e_pass(p, with_statistics=False)["log_likelihood"]
 
 
 def e_step(X, weights, means, covariances) -> np.ndarray:
@@ -539,7 +548,8 @@ def m_step(X, resp, reg_covar: float = 1e-6):
         S_k = \frac{1}{N_k} \sum_i r_{ik} (x_i - \bar x_k)(x_i - \bar x_k)^\top,
 
     with :math:`\mu_k = \bar x_k` and :math:`\epsilon` = ``reg_covar`` added
-    to every diagonal as scikit-learn's ``reg_covar`` does.  With
+    to every diagonal as scikit-learn's ``reg_covar`` does
+    ({eq}`eq-em-mstep-reg`).  With
     ``reg_covar=0`` this is :math:`\arg\max_\theta \mathcal L(q; \theta)`.
     With ``reg_covar > 0`` it is not: :math:`S_k + \epsilon I` is not the
     maximiser, :math:`\mathcal L` can be lower than at the previous
@@ -594,7 +604,8 @@ def m_step(X, resp, reg_covar: float = 1e-6):
     resp = _check_resp(resp, X.shape[0])
     reg_covar = check_scalar(reg_covar, "reg_covar", nonnegative=True)
     data = _Data(X, resp.shape[1])
-    weights, means_c, covariances = data.m_step(data.statistics(resp), reg_covar, resp=resp)
+    with _BLAS.limit(limits=1, user_api="blas"):
+        weights, means_c, covariances = data.m_step(data.statistics(resp), reg_covar, resp=resp)
     _require_positive_definite(covariances)
     return weights, means_c + data.centre, covariances
 
@@ -642,8 +653,9 @@ def elbo(X, resp, weights, means, covariances) -> float:
     data = _Data(X, weights.shape[0])
     p = data.params(weights, means - data.centre, covariances)
     total = 0.0
-    for rows, Xc, T in data.blocks():
-        total += float(np.sum(discrete_elbo(data.block_log_joint(Xc, T, p).T, resp[rows])))
+    with _BLAS.limit(limits=1, user_api="blas"):
+        for rows, Xc, T in data.blocks():
+            total += float(np.sum(discrete_elbo(data.block_log_joint(Xc, T, p).T, resp[rows])))
     return total
 
 
@@ -705,7 +717,7 @@ def fit_gmm(X, resp_init, *, max_iter: int = 100, tol: float = 1e-3,
     M-step from ``resp_init`` (scikit-learn's mixtures start the same way),
     giving :math:`\theta_0`; iteration :math:`t` then runs the E-step
     ({eq}`eq-em-estep`, :math:`q_t = p(z \mid x, \theta_{t-1})`) and the M-step
-    ({eq}`eq-em-mstep`, :math:`\theta_t`) and records the bound
+    ({eq}`eq-em-mstep` with {eq}`eq-em-mstep-reg`, :math:`\theta_t`) and records the bound
     :math:`\mathcal L(q_t; \theta_t)` in ``elbos[t - 1]`` (a total, in nats).
     It stops when the bound changes by less than ``tol`` per data point,
     ``abs(elbos[t] - elbos[t - 1]) < tol * n``, or after ``max_iter``
@@ -800,6 +812,14 @@ def fit_gmm(X, resp_init, *, max_iter: int = 100, tol: float = 1e-3,
     tol = check_scalar(tol, "tol", nonnegative=True)
     reg_covar = check_scalar(reg_covar, "reg_covar", nonnegative=True)
 
+    with _BLAS.limit(limits=1, user_api="blas"):
+        return _fit_gmm(X, resp_init, n_components, max_iter, tol, reg_covar)
+
+
+def _fit_gmm(X, resp_init, n_components: int, max_iter: int, tol: float,
+             reg_covar: float) -> GMMFit:
+    """The loop of :func:`fit_gmm`, on validated arguments."""
+    n = X.shape[0]
     data = _Data(X, n_components)
     # theta_0: the M-step from resp_init.
     stats = data.statistics(resp_init, check_as="resp_init")
@@ -834,7 +854,7 @@ def fit_gmm(X, resp_init, *, max_iter: int = 100, tol: float = 1e-3,
             f"fit_gmm: EM did not converge in max_iter={max_iter} iterations (the last change "
             f"of the bound per point was {change / n:.3g}, tol={tol:g}); increase max_iter or "
             "tol, or try another start",
-            ConvergenceWarning, stacklevel=2,
+            ConvergenceWarning, stacklevel=3,
         )
     return GMMFit(weights=params.weights, means=params.means_c + data.centre,
                   covariances=params.covariances, elbos=np.asarray(elbos),
@@ -851,5 +871,5 @@ def _warn_if_fell(log_likelihoods, abs_log_likelihood: float, iteration: int) ->
             f"fit_gmm: the log-likelihood fell by {fall:.3g} nats in iteration {iteration} "
             "with reg_covar=0, where EM cannot decrease it: a symptom of a bug or of "
             "rounding trouble (check the data's scale)",
-            ConvergenceWarning, stacklevel=3,
+            ConvergenceWarning, stacklevel=4,
         )

@@ -58,7 +58,7 @@ class ConjugateGaussian:
     def __repr__(self) -> str:
         return f"ConjugateGaussian(m0={self.m0}, s0={self.s0}, sigma={self.sigma})"
 
-    def _data(self, x):
+    def _summaries(self, x):
         """n, the mean of x - m0 and the scatter sum_i (x_i - xbar)^2.
 
         Every formula is written in z - m0 and x - m0: for data and prior far from
@@ -101,7 +101,7 @@ class ConjugateGaussian:
         loc, scale : float
             :math:`m_n` and :math:`s_n`.
         """
-        n, d_bar, _ = self._data(x)
+        n, d_bar, _ = self._summaries(x)
         offset, scale = self._posterior_offset(n, d_bar)
         return float(self.m0 + offset), scale
 
@@ -117,7 +117,7 @@ class ConjugateGaussian:
         -------
         float or ndarray of the shape of ``z``
         """
-        n, d_bar, scatter = self._data(x)
+        n, d_bar, scatter = self._summaries(x)
         z = as_float_array(z, "z")
         # sum_i (x_i - z)^2 = sum_i (x_i - xbar)^2 + n (xbar - z)^2: O(n + size of z)
         out = np.asarray(self._log_joint_offset(n, d_bar, scatter, z - self.m0))
@@ -140,7 +140,7 @@ class ConjugateGaussian:
         -------
         callable
         """
-        n, d_bar, scatter = self._data(x)
+        n, d_bar, scatter = self._summaries(x)
         m0 = self.m0
 
         def log_joint(z: torch.Tensor) -> torch.Tensor:
@@ -169,7 +169,7 @@ class ConjugateGaussian:
         -------
         float
         """
-        n, d_bar, scatter = self._data(x)
+        n, d_bar, scatter = self._summaries(x)
         offset, scale = self._posterior_offset(n, d_bar)
         # log N(m_n | m_n, s_n^2) = -0.5 log(2 pi s_n^2)
         log_posterior_at_loc = -0.5 * (_LOG_2PI + 2 * np.log(scale))
@@ -214,7 +214,7 @@ class ConjugateGaussian:
         -------
         float, or ndarray of the broadcast shape of ``loc`` and ``scale``
         """
-        n, d_bar, scatter = self._data(x)
+        n, d_bar, scatter = self._summaries(x)
         m, s = self._q(loc, scale)
         u = m - self.m0
         sigma2, s02 = self.sigma**2, self.s0**2
@@ -247,7 +247,7 @@ class ConjugateGaussian:
         float or ndarray of the broadcast shape
         """
         m, s = self._q(loc, scale)
-        n, d_bar, _ = self._data(x)
+        n, d_bar, _ = self._summaries(x)
         post_offset, post_scale = self._posterior_offset(n, d_bar)
         diff = (m - self.m0) - post_offset                     # m - m_n
         out = np.asarray(np.log(post_scale / s) + (s**2 + diff**2) / (2 * post_scale**2) - 0.5)
