@@ -86,8 +86,10 @@ def as_float_array(value, name: str, *, ndim: int | None = None, allow_empty: bo
         )
     if array.size == 0 and not allow_empty:
         raise ValueError(f"{name} must not be empty; got shape {array.shape}")
-    finite = np.isfinite(array)
-    if not finite.all():
+    # min and max propagate NaN and show an infinity without a temporary array of
+    # the input's size (np.isfinite(array) would make one); count only on failure.
+    if array.size and not (np.isfinite(array.min()) and np.isfinite(array.max())):
+        finite = np.isfinite(array)
         nan = int(np.isnan(array).sum())
         inf = int((~finite).sum()) - nan
         raise ValueError(f"{name} must be finite; got {nan} NaN and {inf} infinite entries")
