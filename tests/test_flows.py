@@ -19,6 +19,8 @@ from bad_inputs import (
     bad_callables,
     bad_ints,
     bad_scalars,
+    bad_seeds,
+    not_bools,
     not_numbers,
 )
 from hypothesis import given, settings
@@ -561,14 +563,12 @@ def test_a_bad_rate_or_tolerance_is_rejected_by_name(name, bad):
 
 
 @settings(max_examples=30, deadline=None)
-@given(bad=st.one_of(not_numbers().filter(lambda v: not isinstance(v, bool | np.bool_)),
-                     st.integers(0, 1)))
+@given(bad=not_bools())
 def test_an_average_that_is_not_a_bool_is_rejected_by_name(bad):
     assert_rejects(lambda: _fit(average=bad), "average")
 
 
 @settings(max_examples=30, deadline=None)
-@given(bad=st.one_of(not_numbers(), st.floats(allow_nan=True), st.integers(max_value=-1),
-                     st.integers(min_value=2**63)))
+@given(bad=bad_seeds())
 def test_a_bad_seed_is_rejected_by_name(bad):
     assert_rejects(lambda: _fit(seed=bad), "seed")

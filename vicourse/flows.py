@@ -48,6 +48,7 @@ from vicourse._gaussian import check_covariance_type, scale_tril_from_unconstrai
 from vicourse._validation import (
     _describe,
     _to_numpy,
+    all_finite,
     check_generator,
     check_int,
 )
@@ -80,7 +81,7 @@ def _check_points(z, name: str, dim: int) -> torch.Tensor:
     if z.dim() != 2 or z.shape[1] != dim or z.shape[0] == 0:
         raise ValueError(f"{name} must have shape (S, {dim}) with S >= 1; got shape "
                          f"{tuple(z.shape)}")
-    if not bool(torch.isfinite(z.detach()).all()):
+    if not all_finite(z.detach()):
         raise ValueError(f"{name} must be finite; got "
                          f"{int((~torch.isfinite(z.detach())).sum())} NaN or infinite entries")
     return z
