@@ -379,6 +379,19 @@ def test_fit_flow_leaves_the_flow_it_was_given_unchanged():
     assert not torch.equal(fit.flow.loc.detach(), start.loc.detach())
 
 
+def test_frozen_parameters_stay_where_they_are():
+    _, log_joint = _correlated_gaussian()
+    flow = coupling_flow(2, 1, 4, generator=torch.Generator().manual_seed(0))
+    flow.loc.requires_grad_(False)
+    fit = fit_flow(log_joint, flow, num_samples=8, steps=30, lr=0.05, average=True, tol=0,
+                   seed=0)
+    assert torch.equal(fit.flow.loc, torch.zeros(2, dtype=F64))
+    assert not torch.equal(fit.flow.scale_param.detach(), flow.scale_param.detach())
+    flow.requires_grad_(False)
+    assert_rejects(lambda: fit_flow(log_joint, flow, num_samples=8, steps=3, lr=0.05, tol=0,
+                                    seed=0), "flow")
+
+
 def test_a_fit_that_stops_by_its_rule_converges_and_one_that_does_not_warns():
     _, log_joint = _correlated_gaussian()
     flow = planar_flow(2, 1, generator=torch.Generator().manual_seed(0))

@@ -358,6 +358,17 @@ class Flow(nn.Module):
     covariance_type : {"full", "diag"}
         The base's covariance: a Cholesky factor or a diagonal.
 
+    Attributes
+    ----------
+    loc : Parameter of shape (d,)
+        :math:`\mu`.
+    scale_param : Parameter of shape (d, d) or (d,)
+        The unconstrained ``scale_tril``: :math:`L` with :math:`\log L_{ii}` on
+        its diagonal (its upper triangle is unused), or the vector
+        :math:`\log L_{ii}` for ``"diag"``; :attr:`scale_tril` gives :math:`L`.
+    layers : torch.nn.ModuleList
+        The layers.
+
     Raises
     ------
     ValueError

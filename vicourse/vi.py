@@ -673,7 +673,9 @@ def fit_flow(log_joint, flow, *, num_samples, steps, lr, tau0=100.0, kappa=0.0, 
         float64 tensor of shape (S, d) to a tensor of shape (S,) of finite
         values, row by row, differentiably.
     flow : vicourse.flows.Flow
-        The family and its starting point; it is copied, not changed.
+        The family and its starting point; it is copied, not changed.  Its
+        parameters with ``requires_grad=False`` are held fixed (to fix the
+        base, say).
     num_samples : int, >= 1
         :math:`S`, Monte Carlo samples per step.
     steps : int, >= 1
@@ -722,8 +724,10 @@ def fit_flow(log_joint, flow, *, num_samples, steps, lr, tau0=100.0, kappa=0.0, 
         lr, tau0, kappa, tol, eval_window, average, steps)
     generator = torch.Generator().manual_seed(check_seed(seed))
     flow = copy.deepcopy(flow)
-    flow.requires_grad_(True)
-    params = [p for p in flow.parameters()]
+    params = [p for p in flow.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("flow must have at least one parameter with requires_grad=True to fit; "
+                         "got none (every parameter is frozen)")
     dim = flow.dim
 
     def objective(step):
@@ -741,7 +745,8 @@ def fit_flow(log_joint, flow, *, num_samples, steps, lr, tau0=100.0, kappa=0.0, 
     if result.averaged is not None:
         flow = copy.deepcopy(last)
         with torch.no_grad():
-            for p, mean in zip(flow.parameters(), result.averaged, strict=True):
+            trainable = [p for p in flow.parameters() if p.requires_grad]
+            for p, mean in zip(trainable, result.averaged, strict=True):
                 p.copy_(mean)
     with torch.no_grad():
         diagonal = flow.scale_tril.diagonal()
