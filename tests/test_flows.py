@@ -92,6 +92,21 @@ def test_planar_u_hat_satisfies_the_invertibility_condition_even_when_u_does_not
                                atol=1e-12)
 
 
+def test_layers_built_from_a_generator_leave_the_global_random_state_alone():
+    before = torch.random.get_rng_state()
+    gen = torch.Generator().manual_seed(0)
+    planar_flow(3, 2, generator=gen)
+    coupling_flow(3, 2, (4, 4), generator=gen)
+    flow = coupling_flow(2, 1, 4, generator=gen)
+    flow.rsample(5, gen)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    # and the same generator state gives the same layers
+    one = coupling_flow(3, 2, 5, generator=torch.Generator().manual_seed(1))
+    two = coupling_flow(3, 2, 5, generator=torch.Generator().manual_seed(1))
+    for a, b in zip(one.parameters(), two.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_a_new_layer_is_the_identity():
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(5, 3, generator=gen, dtype=F64)

@@ -285,13 +285,14 @@ class AffineCoupling(FlowLayer):
         sizes = [len(self.kept), *widths]
         layers: list[nn.Module] = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-            linear = nn.Linear(n_in, n_out, dtype=_DTYPE)
+            # skip_init: nn.Linear's own initialisation would draw from the global generator
+            linear = nn.utils.skip_init(nn.Linear, n_in, n_out, dtype=_DTYPE)
             bound = 1.0 / math.sqrt(n_in)       # torch.nn.Linear's default scale
             with torch.no_grad():
                 linear.weight.uniform_(-bound, bound, generator=generator)
                 linear.bias.uniform_(-bound, bound, generator=generator)
             layers += [linear, nn.Tanh()]
-        out = nn.Linear(sizes[-1], 2 * len(self.changed), dtype=_DTYPE)
+        out = nn.utils.skip_init(nn.Linear, sizes[-1], 2 * len(self.changed), dtype=_DTYPE)
         with torch.no_grad():
             out.weight.zero_()
             out.bias.zero_()
