@@ -7,6 +7,7 @@ loop against a plain PyTorch loop; fits against targets whose normaliser and
 KL divergence are known.
 """
 
+import copy
 import math
 import warnings
 
@@ -353,7 +354,6 @@ def test_fit_flow_takes_the_steps_of_a_plain_pytorch_loop():
     fit = fit_flow(log_joint, start, num_samples=16, steps=steps, lr=lr, tau0=tau0, kappa=kappa,
                    average=True, tol=0, eval_window=window, seed=5)
 
-    import copy
     flow = copy.deepcopy(start)
     noise = torch.Generator().manual_seed(5)
     optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
@@ -377,9 +377,6 @@ def test_fit_flow_takes_the_steps_of_a_plain_pytorch_loop():
     for mine, acc in zip(fit.flow.parameters(), running, strict=True):
         torch.testing.assert_close(mine.detach(), acc / (steps - steps // 2), rtol=1e-10,
                                    atol=1e-12)
-    # the flow passed in is not changed
-    for before, after in zip(start.parameters(), copy.deepcopy(start).parameters(), strict=True):
-        torch.testing.assert_close(before, after)
     assert isinstance(fit, FlowFit) and fit.n_iter == steps and not fit.converged
 
 
