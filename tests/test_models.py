@@ -174,7 +174,8 @@ def test_lengths_anywhere_in_float64s_range_give_the_rescaled_answer(c, model, x
     shift = x.size * np.log(c)
     far_loc, far_scale = far.posterior(c * x)
     near_loc, near_scale = near.posterior(x)
-    assert far_loc / c == pytest.approx(near_loc, rel=1e-12, abs=1e-12 * (abs(m0) + np.abs(x).max()))
+    lengths = abs(m0) + np.abs(x).max() + s0 + sigma      # the problem's own scale
+    assert far_loc / c == pytest.approx(near_loc, rel=1e-12, abs=1e-12 * lengths)
     assert far_scale / c == pytest.approx(near_scale, rel=1e-12)
     log_ev = near.log_evidence(x)
     tol = 1e-12 * (abs(log_ev) + abs(shift) + 1)

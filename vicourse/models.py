@@ -331,6 +331,6 @@ class ConjugateGaussian:
         post_offset, log_post_scale = self._posterior_offset(n, d_bar)
         log_ratio = np.log(s) - log_post_scale                  # log(s / s_n)
         with np.errstate(over="ignore"):
-            diff = ((m - self.m0) - post_offset) * np.exp(-log_post_scale)   # (m - m_n) / s_n
+            diff = ((m - self.m0) - post_offset) / np.exp(log_post_scale)    # (m - m_n) / s_n
             out = np.asarray(-log_ratio + 0.5 * (np.exp(2 * log_ratio) + diff**2) - 0.5)
         return float(out) if out.ndim == 0 else out
