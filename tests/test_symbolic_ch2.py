@@ -108,6 +108,14 @@ def test_the_weights_maximise_the_expected_log_prior_on_the_simplex():
     assert len(solution) == 1
     for c, w in zip(counts, weights, strict=True):
         assert sp.simplify(solution[0][w] - c / sum(counts)) == 0
+    # The stationary point is the maximum: the gap to any pi on the simplex is
+    # n KL(N / n || pi) >= 0 (the chapter's exercise), so no random pi does better.
+    rng = np.random.default_rng(3)
+    n_k = rng.uniform(0.5, 20.0, size=3)
+    best = float(sum(c * sp.log(solution[0][w]) for c, w in zip(counts, weights, strict=True))
+                 .subs(dict(zip(counts, n_k, strict=True))))
+    others = rng.dirichlet(np.ones(3), size=1000)
+    assert np.all(np.log(others) @ n_k < best)
 
 
 @pytest.mark.verifies("eq-em-mstep")
