@@ -755,8 +755,9 @@ def _lbfgs(loss, record, x0: np.ndarray, tol: float, max_iter: int, what: str, a
 
     After every iteration ``record(x)`` gives the value whose change is
     compared with ``tol``; the loop stops when it changes by less than ``tol``,
-    when L-BFGS-B finds a stationary point, or at ``max_iter`` (with a
-    :class:`~vicourse.ConvergenceWarning`).  Returns ``(x, recorded, n_iter,
+    when L-BFGS-B finds a stationary point, or, with a
+    :class:`~vicourse.ConvergenceWarning`, at ``max_iter`` or where the line
+    search can no longer make progress away from a stationary point.  Returns ``(x, recorded, n_iter,
     converged, message)``.
     """
     recorded: list[float] = []
@@ -840,7 +841,7 @@ def i_projection(log_joint, init_loc, init_scale_tril, *, covariance_type: str =
     current :math:`q` is recorded, with every constant; the fit stops when it
     changes by less than ``tol`` (or L-BFGS-B finds a point where the gradient
     vanishes), and warns with :class:`~vicourse.ConvergenceWarning` at
-    ``max_iter``.
+    ``max_iter`` or where the line search stalls away from a stationary point.
 
     Accuracy: compare ``elbos[-1]`` with :func:`gaussian_elbo` at
     ``num_nodes=128`` to estimate the error of a given fit.  At the
@@ -910,7 +911,8 @@ def i_projection(log_joint, init_loc, init_scale_tril, *, covariance_type: str =
     Warns
     -----
     ConvergenceWarning
-        If the fit stops at ``max_iter`` without meeting its stopping rule.
+        If the fit stops without meeting its stopping rule: at ``max_iter``, or
+        where L-BFGS-B's line search stalls away from a stationary point.
 
     References
     ----------
@@ -1040,7 +1042,8 @@ def js_projection(log_p, points, init_loc, init_scale_tril, *, covariance_type: 
     Warns
     -----
     ConvergenceWarning
-        If the fit stops at ``max_iter`` without meeting its stopping rule.
+        If the fit stops without meeting its stopping rule: at ``max_iter``, or
+        where L-BFGS-B's line search stalls away from a stationary point.
 
     References
     ----------
