@@ -757,8 +757,8 @@ def _lbfgs(loss, record, x0: np.ndarray, tol: float, max_iter: int, what: str, a
     compared with ``tol``; the loop stops when it changes by less than ``tol``,
     when L-BFGS-B finds a stationary point, or, with a
     :class:`~vicourse.ConvergenceWarning`, at ``max_iter`` or where the line
-    search can no longer make progress away from a stationary point.  Returns ``(x, recorded, n_iter,
-    converged, message)``.
+    search can no longer make progress away from a stationary point.  Returns
+    ``(x, recorded, n_iter, converged, message)``.
     """
     recorded: list[float] = []
     state = {"iteration": 0, "rule_met": False, "x": np.asarray(x0, dtype=np.float64)}
