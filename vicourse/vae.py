@@ -53,7 +53,7 @@ _MAX_BYTES = 2**31
 #: The draws of one call form tensors of num_samples * n_samples * max(data_dim,
 #: hidden_dim) numbers, and up to about this many of them are alive at once
 #: (hidden layer, logits, the cross-entropy and its temporaries): with 2**21 draws of
-#: 3 digits (1.5 GiB per tensor) one call peaked at 5 GiB, 3.3 tensors' worth.
+#: 3 digits (1.5 GiB per tensor) one call peaked at about 5 GiB.
 _TENSORS_ALIVE = 4
 _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]"
 
@@ -111,11 +111,13 @@ def gaussian_kl_to_standard_normal(loc, logvar) -> torch.Tensor:
     -----
     :math:`\sigma^2 - 1 - \log \sigma^2` is computed as
     ``expm1(logvar) - logvar``.  For :math:`|\log \sigma^2| < 1` the
-    subtraction is exact, so the relative error of this term is that of
-    ``expm1``, half a unit in its last place, divided by the term's relative
-    size: at most about :math:`\varepsilon / |\log \sigma^2|`
-    (:math:`\varepsilon` the dtype's machine epsilon; :math:`2 \times 10^{-10}`
-    at :math:`\log \sigma^2 = 10^{-6}` in float64), twice that where ``expm1``
+    subtraction is exact, so the term's only error is the rounding of
+    ``expm1``, half a unit in the last place of a number close to
+    :math:`\log \sigma^2`; against the term, about
+    :math:`(\log \sigma^2)^2 / 2`, that is a relative error of at most about
+    :math:`\varepsilon / |\log \sigma^2|` (:math:`\varepsilon` the dtype's
+    machine epsilon; :math:`2 \times 10^{-10}` at
+    :math:`\log \sigma^2 = 10^{-6}` in float64), twice that where ``expm1``
     is accurate to one unit only.  The textbook form ``exp(logvar) - 1 - logvar``
     carries the rounding error of ``exp`` near 1 instead, a relative error of up
     to about :math:`\varepsilon / (\log \sigma^2)^2`.  A very large ``logvar``
@@ -573,10 +575,10 @@ def train(model: VAE, X, *, epochs: int, batch_size: int, lr: float, seed: int,
     ValueError
         If ``model`` is not a VAE or its weights are not finite, the data are
         not real numbers in [0, 1] of shape (n, data_dim), or a setting is out
-        of range.  Also if training
-        breaks down: a minibatch ELBO, a held-out ELBO or a weight that becomes
-        NaN or infinite stops training with a message naming the epoch (and
-        the step) and what to try; the model's weights are then unusable.
+        of range.  Also if training breaks down: a minibatch ELBO, a held-out
+        ELBO or a weight that becomes NaN or infinite stops training with a
+        message naming the epoch (and the step) and what to try; the model's
+        weights are then unusable.
 
     Notes
     -----
