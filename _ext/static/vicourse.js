@@ -9,3 +9,23 @@ window.vicourseUnfoldForPrint = function () {
   });
 };
 window.addEventListener("beforeprint", window.vicourseUnfoldForPrint);
+
+// Two of the theme's buttons name themselves differently from what they show
+// (WCAG 2.5.3, "label in name"; axe-core's label-content-name-mismatch): the
+// search field shows "Search Ctrl+K" but is labelled "Search", and the icons of
+// the colour-mode button carry titles ("Light", "Dark", "System Settings") that
+// Font Awesome turns into text inside the button labelled "Color mode".  Let
+// the search field be named by what it shows, and make the icons decoration.
+function vicourseLabelInName() {
+  document.querySelectorAll(".search-button-field[aria-label]").forEach((button) => {
+    button.removeAttribute("aria-label");
+  });
+  document.querySelectorAll(".theme-switch-button .theme-switch").forEach((icon) => {
+    icon.removeAttribute("title");
+    icon.removeAttribute("aria-labelledby");
+    icon.setAttribute("aria-hidden", "true");
+    icon.querySelectorAll("title").forEach((title) => title.remove());
+  });
+}
+document.addEventListener("DOMContentLoaded", vicourseLabelInName);
+window.addEventListener("load", vicourseLabelInName);

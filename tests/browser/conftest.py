@@ -33,6 +33,9 @@ SITE = Path(os.environ.get("VICOURSE_SITE") or ROOT / "_build" / "html").resolve
 # root), no GPU, no background traffic (updates, safe browsing, field trials).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
+# The desktop width at which code and figures must fit the column, and a phone's.
+DESKTOP = {"width": 1400, "height": 900}
+PHONE = {"width": 400, "height": 800}
 # Per page load or wait: generous for a loaded 2-core machine (a chapter page
 # takes 1-8 s there), short enough that a hung page fails instead of stalling.
 PAGE_TIMEOUT_MS = 30_000
@@ -116,7 +119,7 @@ class NetworkLog:
 @pytest.fixture(scope="session")
 def offline_context(browser, site_url):
     """A browser context in which every request not to the local server is aborted."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+    context = browser.new_context(viewport=DESKTOP, service_workers="block")
     context.set_default_timeout(PAGE_TIMEOUT_MS)
     local = urlsplit(site_url).netloc
     log = NetworkLog()
