@@ -34,8 +34,12 @@ book: $(ENV_STAMP) $(MATHJAX)
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
 ## test: lint, unit tests, notebooks under nbval, a strict book build, its PDF, the browser check
-test: lint unit nbval book-strict pdf browser
-	@echo "make test: all checks passed"
+TEST_STEPS := lint unit nbval book-strict pdf browser
+test: $(ENV_STAMP)
+	@for step in $(TEST_STEPS); do \
+	    start=$$SECONDS; $(MAKE) --no-print-directory $$step || exit 1; \
+	    echo "make test: $$step took $$((SECONDS - start)) s"; \
+	done; echo "make test: all checks passed in $$SECONDS s"
 
 env: $(ENV_STAMP)
 
