@@ -103,6 +103,7 @@ twins: $(ENV_STAMP)
 ## install-cells: insert or refresh each chapter's first cell (installs the course on Colab)
 install-cells: $(ENV_STAMP)
 	$(BIN)/python tools/install_cell.py
+	$(BIN)/python tools/claims_ledger.py
 	$(BIN)/python tools/twins.py
 
 ## lab: JupyterLab with MyST rendering, rooted at the repository, on the first chapter
