@@ -18,26 +18,16 @@ Usage: python tools/book_pdf.py [--site DIR] [--out FILE] [--optional]
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import io
-import os
-import re
-import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin, urlsplit
 
-import yaml
+from book_site import BROWSER_NAMES, CHROMIUM_ARGS, ROOT, chromium_executable, serve, toc_documents
 
-ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "_build" / "html"
 PDF_NAME = "vicourse.pdf"
-BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 PAGE_TIMEOUT_MS = 60_000
 # A4 with 15 mm margins leaves 180 mm (680 CSS px at 96 px per inch); printed at
 # 85 % the page holds 800 CSS px, so a 700 px figure and an 88-character line of
@@ -54,43 +44,6 @@ PDF_OPTIONS = {
         'display:flex;justify-content:space-between">'
         '<span class="title"></span><span class="pageNumber"></span></div>'),
 }
-
-
-def toc_documents(root: Path = ROOT) -> list[str]:
-    """The documents of ``_toc.yml`` in reading order (root first), without suffix."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    documents = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                documents.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    walk(toc.get("chapters"))
-    for part in toc.get("parts") or []:
-        walk(part.get("chapters"))
-    return [re.sub(r"\.(md|ipynb)$", "", doc) for doc in documents]
-
-
-def chromium_executable() -> str | None:
-    """``$VICOURSE_CHROMIUM``, else the first of BROWSER_NAMES on PATH, else None."""
-    configured = os.environ.get("VICOURSE_CHROMIUM")
-    if configured:
-        return configured if Path(configured).is_file() else None
-    return next(filter(None, map(shutil.which, BROWSER_NAMES)), None)
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    request_queue_size = 128   # a page asks for its fonts, images and scripts at once
 
 
 # Wait until MathJax has typeset and every image has loaded, then unfold what
@@ -118,12 +71,8 @@ def print_pages(site: Path, documents: list[str],
     """Print each document's page: (document, title, PDF bytes) in order, and the base URL."""
     from playwright.sync_api import sync_playwright
 
-    handler = functools.partial(_QuietHandler, directory=str(site))
-    server = _Server(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/"
     printed = []
-    try:
+    with serve(site) as base:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -138,11 +87,8 @@ def print_pages(site: Path, documents: list[str],
                 page.goto(urljoin(base, f"{doc}.html"), wait_until="load")
                 title = page.evaluate(PREPARE_JS)
                 # page.pdf() lays the page out for print media (the print stylesheet).
-                printed.append((doc, title.split(" — ")[0].strip(), page.pdf(**PDF_OPTIONS)))
+                printed.append((doc, title.split(" \u2014 ")[0].strip(), page.pdf(**PDF_OPTIONS)))
             browser.close()
-    finally:
-        server.shutdown()
-        server.server_close()
     return printed, base
 
 
@@ -196,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     site = args.site.resolve()
     out = (args.out or site / PDF_NAME).resolve()
-    executable = chromium_executable()
+    try:
+        executable = chromium_executable()
+    except ValueError as error:
+        print(f"No PDF of the book: {error}", file=sys.stderr)
+        return 1
     if executable is None:
         message = (f"No PDF of the book: Chromium not found ($VICOURSE_CHROMIUM unset or not "
                    f"a file, none of {', '.join(BROWSER_NAMES)} on PATH). Install it "

@@ -36,6 +36,7 @@ every check below reads what that visit recorded:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import posixpath
@@ -62,6 +63,10 @@ AXE_OPTIONS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag2
                "resultTypes": ["violations"]}
 # The PDF of the whole book, printed from the site by tools/book_pdf.py.
 PDF = SITE / "vicourse.pdf"
+# The reading order of _toc.yml, shared with tools/book_pdf.py.
+_spec = importlib.util.spec_from_file_location("book_site", ROOT / "tools" / "book_site.py")
+book_site = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(book_site)
 
 # --------------------------------------------------------------------------------------
 # Which pages: discovered from the built site at collection time.
@@ -70,24 +75,6 @@ PDF = SITE / "vicourse.pdf"
 # index.html is a one-line redirect to the root document (tested on its own);
 # search.html only shows results for a query (tested on its own).
 SPECIAL_PAGES = {"index.html", "search.html"}
-
-
-def _toc_documents() -> list[str]:
-    """The documents of ``_toc.yml`` in reading order (root first), without suffix."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    documents = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                documents.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    walk(toc.get("chapters"))
-    for part in toc.get("parts") or []:
-        walk(part.get("chapters"))
-    return [re.sub(r"\.(md|ipynb)$", "", doc) for doc in documents]
 
 
 def _discover_pages() -> list[str]:
@@ -113,7 +100,7 @@ def _discover_pages() -> list[str]:
     return pages
 
 
-TOC_DOCUMENTS = _toc_documents()
+TOC_DOCUMENTS = book_site.toc_documents(ROOT)
 PAGES = _discover_pages()
 # Pages built from a notebook: Sphinx keeps the source as _sources/<doc>.ipynb.
 NOTEBOOK_PAGES = [p for p in PAGES if (SITE / "_sources" / p).with_suffix(".ipynb").is_file()]
