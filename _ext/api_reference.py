@@ -11,10 +11,12 @@ exists, and writes for each one a section with
   ``autoexception``, ``autodata``).
 
 The public names of a module are its ``__all__``, or, without one, the names
-it defines that do not start with ``_``.  A name a module re-exports from
-another public module is documented once, where it is defined, and listed as
-"also here"; a class defined in a private module (``vicourse._gaussian``) is
-documented where the package exports it (``vicourse.GaussianFit``).
+it defines that do not start with ``_`` (and its constants documented with
+``#:``).  A name a module re-exports from another public module is documented
+once, where it is defined, and gets a one-line entry under the re-exporting
+module that points there, so that a reference by either name resolves; a
+class defined in a private module (``vicourse._gaussian``) is documented
+where the package exports it (``vicourse.GaussianFit``).
 
 The docstrings are numpydoc, written for readers: types are prose such as
 "array of shape (n_samples, n_features)".  ``sphinx.ext.napoleon`` renders
