@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"No PDF of the book: {error}", file=sys.stderr)
         return 1
     if executable is None:
-        message = (f"No PDF of the book: Chromium not found ($VICOURSE_CHROMIUM unset or not "
-                   f"a file, none of {', '.join(BROWSER_NAMES)} on PATH). Install it "
+        message = (f"No PDF of the book: Chromium not found ($VICOURSE_CHROMIUM unset, "
+                   f"none of {', '.join(BROWSER_NAMES)} on PATH). Install it "
                    f"(`apt-get install chromium` on Debian), then run `make pdf`.")
         print(message, file=sys.stderr)
         return 0 if args.optional else 1
