@@ -10,16 +10,17 @@ window.vicourseUnfoldForPrint = function () {
 };
 window.addEventListener("beforeprint", window.vicourseUnfoldForPrint);
 
-// Two of the theme's buttons name themselves differently from what they show
-// (WCAG 2.5.3, "label in name"; axe-core's label-content-name-mismatch): the
-// search field shows "Search Ctrl+K" but is labelled "Search", and the icons of
-// the colour-mode button carry titles ("Light", "Dark", "System Settings") that
-// Font Awesome turns into text inside the button labelled "Color mode".  Let
-// the search field be named by what it shows, and make the icons decoration.
+// Some controls name themselves differently from what they show (WCAG 2.5.3,
+// "label in name"; axe-core's label-content-name-mismatch): the search field
+// shows "Search Ctrl+K" but is labelled "Search"; a folded cell's toggle shows
+// "Show code cell source" but is labelled "Toggle hidden content"; and the
+// icons of the colour-mode button carry titles ("Light", "Dark", "System
+// Settings") that Font Awesome turns into text inside the button labelled
+// "Color mode".  Let the first two be named by what they show, and make the
+// icons decoration.
 function vicourseLabelInName() {
-  document.querySelectorAll(".search-button-field[aria-label]").forEach((button) => {
-    button.removeAttribute("aria-label");
-  });
+  document.querySelectorAll(".search-button-field[aria-label], details.hide > summary[aria-label]")
+    .forEach((control) => control.removeAttribute("aria-label"));
   document.querySelectorAll(".theme-switch-button .theme-switch").forEach((icon) => {
     icon.removeAttribute("title");
     icon.removeAttribute("aria-labelledby");
