@@ -195,10 +195,10 @@ def test_effective_sample_size_extremes():
 
 
 def conjugate_problem():
-    model = ConjugateGaussian(prior_mean=0.5, prior_std=2.0, noise_std=1.5)
+    model = ConjugateGaussian(m0=0.5, s0=2.0, sigma=1.5)
     x = np.random.default_rng(7).normal(1.2, 1.5, size=25)
 
-    def log_joint(z):
+    def log_joint(z):   # through numpy: the weights are checked against scipy below
         return torch.from_numpy(model.log_joint(x, z.numpy()))
 
     return model, x, log_joint
@@ -353,7 +353,7 @@ def test_vsbc_probabilities_are_the_normal_cdf():
 
 def simulate_conjugate(num_sets, rng):
     """M data sets from the conjugate Gaussian model, with the parameter each came from."""
-    model = ConjugateGaussian(prior_mean=0.0, prior_std=1.0, noise_std=2.0)
+    model = ConjugateGaussian(m0=0.0, s0=1.0, sigma=2.0)
     z = rng.normal(0.0, 1.0, num_sets)
     x = rng.normal(z[:, None], 2.0, (num_sets, 10))
     posteriors = np.array([model.posterior(row) for row in x])
