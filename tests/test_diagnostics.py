@@ -111,6 +111,14 @@ def test_psis_leaves_the_body_of_the_weights_unchanged():
                            raw_normalised[np.argsort(log_weights)[-tail_len:]] + offset[0])
 
 
+@pytest.mark.parametrize("k", [-1.5, -0.2, 0.0, 1e-14, 0.3, 0.9, 2.0])
+def test_generalized_pareto_quantile_matches_scipy(k):
+    """The quantiles that replace the tail are scipy's genpareto.ppf, for every sign of k."""
+    probs = (np.arange(50) + 0.5) / 50
+    np.testing.assert_allclose(diagnostics._gpd_quantile(probs, k, 2.5),
+                               stats.genpareto.ppf(probs, k, scale=2.5), rtol=1e-12, atol=1e-14)
+
+
 # --------------------------------------------------------------------------- k-hat and the tail index
 
 

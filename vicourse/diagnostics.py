@@ -313,6 +313,20 @@ def _fit_generalized_pareto(x: np.ndarray) -> tuple[float, float]:
     return k_hat, float(sigma_hat)
 
 
+def _gpd_quantile(probs: np.ndarray, k: float, sigma: float) -> np.ndarray:
+    r"""The generalised Pareto quantile :math:`F^{-1}(p) = \sigma((1 - p)^{-k} - 1)/k`.
+
+    The inverse of {eq}`eq-diag-gpd`, written with ``log1p`` and ``expm1`` so that it
+    is accurate for small ``p`` and small ``k``; its limit as :math:`k \to 0` is
+    :math:`-\sigma \log(1 - p)`.  (``scipy.stats.genpareto.ppf`` gives the same, at
+    ten times the cost for the few hundred quantiles PSIS needs.)
+    """
+    log_survival = np.log1p(-probs)
+    if abs(k) < 1e-12:
+        return -sigma * log_survival
+    return sigma * np.expm1(-k * log_survival) / k
+
+
 def psis(log_weights):
     r"""Pareto-smoothed importance sampling: smoothed log weights and the tail shape :math:`\hat k`.
 
@@ -396,7 +410,7 @@ def psis(log_weights):
         raise ValueError(f"the generalised Pareto fit to log_weights failed (k_hat={k_hat}, "
                          f"sigma={sigma}); the tail is degenerate")
     probs = (np.arange(tail.size, dtype=np.float64) + 0.5) / tail.size
-    smoothed = cutoff + np.log1p(stats.genpareto.ppf(probs, k_hat, scale=sigma))
+    smoothed = cutoff + np.log1p(_gpd_quantile(probs, k_hat, sigma))
     out = x.copy()
     out[tail] = np.minimum(smoothed, 0.0)   # never above the largest raw weight
     out -= _logsumexp(out)
