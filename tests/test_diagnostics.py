@@ -221,6 +221,19 @@ def test_importance_sample_returns_the_draws_and_their_log_ratio():
     np.testing.assert_allclose(log_weights, expected, rtol=1e-12, atol=1e-10)
 
 
+def test_importance_sample_takes_a_float32_proposal():
+    """A float32 q (as a network's encoder gives) is drawn and evaluated in its own dtype;
+    the draws and the weights come back in float64 and match scipy's densities."""
+    q = torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2) * 0.5)
+    target = stats.multivariate_normal(np.zeros(2), np.eye(2))
+    z, log_weights = importance_sample(lambda z: torch.from_numpy(target.logpdf(z.numpy())),
+                                       q, 100, generator=torch.Generator().manual_seed(0))
+    assert z.dtype == torch.float64 and log_weights.dtype == np.float64
+    expected = target.logpdf(z.numpy()) - stats.multivariate_normal(np.zeros(2),
+                                                                    0.5 * np.eye(2)).logpdf(z.numpy())
+    np.testing.assert_allclose(log_weights, expected, rtol=0, atol=1e-5)
+
+
 def test_importance_sample_uses_the_generator_and_leaves_global_state_alone():
     _, _, log_joint = conjugate_problem()
     q = torch.distributions.Normal(torch.tensor(1.0, dtype=torch.float64), 0.3)

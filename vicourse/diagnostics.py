@@ -56,6 +56,7 @@ from vicourse._validation import (
 __all__ = [
     "EIGHT_SCHOOLS_SIGMA",
     "EIGHT_SCHOOLS_Y",
+    "MAX_DRAW_ENTRIES",
     "MIN_PSIS_SAMPLES",
     "NUTSDraws",
     "effective_sample_size",
@@ -88,7 +89,7 @@ MAX_DRAW_ENTRIES = 2**27
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-# --------------------------------------------------------------------------- validation
+# --------------------------------------------------------------------------- helpers
 
 
 def _logsumexp(x: np.ndarray) -> float:
@@ -99,7 +100,6 @@ def _logsumexp(x: np.ndarray) -> float:
     """
     top = float(x.max())
     return top + math.log(float(np.exp(x - top).sum()))
-
 
 
 def _check_log_weights(log_weights, name: str = "log_weights", *, minimum: int = 1) -> np.ndarray:
@@ -149,8 +149,8 @@ def importance_sample(log_joint, q, num_samples, *, generator=None):
         a float64 tensor of draws of shape ``(S, *q.event_shape)`` to shape
         ``(S,)``; ``-inf`` where the target rules a draw out.
     q : torch.distributions.Distribution
-        The proposal, with ``batch_shape == ()``; its draws are converted to
-        float64.
+        The proposal, with ``batch_shape == ()``, of any floating dtype; its
+        draws and their log density are returned in float64.
     num_samples : int, >= 1
         :math:`S`.
     generator : torch.Generator, optional
@@ -179,8 +179,11 @@ def importance_sample(log_joint, q, num_samples, *, generator=None):
                          f"{num_samples} draws of {event} numbers each")
     generator = check_generator(generator)
     with torch.no_grad():
-        z = sample(q, (num_samples,), generator).to(torch.float64)
-        log_q = q.log_prob(z).to(torch.float64)
+        draws = sample(q, (num_samples,), generator)
+        # log q at the draws in q's own dtype (a float32 q cannot take float64 points),
+        # then everything in float64.
+        log_q = q.log_prob(draws).to(torch.float64)
+        z = draws.to(torch.float64)
         log_p = call_log_density(log_joint, z, "log_joint", allow_neg_inf=True)
     if not bool(torch.isfinite(log_q).all()):
         raise ValueError("q.log_prob must be finite at q's own draws; got "
@@ -368,7 +371,7 @@ def psis(log_weights):
     k_hat : float
         The estimated shape :math:`\hat k`.  Below :func:`pareto_k_threshold`
         (at most 0.7) the smoothed estimates are reliable; above 0.7 the
-        weights' variance is far from finite and no estimate from them is.
+        tail is so heavy that no feasible number of draws makes them so.
         ``-inf`` when every non-zero weight is the same (``q`` proportional to
         the target where it puts mass): there is no tail to fit.
 
