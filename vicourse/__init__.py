@@ -26,10 +26,10 @@ that stops without converging.  CONTRIBUTING.md lists the vocabulary the
 modules share.
 """
 
-from vicourse import cavi, claims, datasets, elbo, em, estimators, kl, models, plotting, vae, vi
+from vicourse import cavi, claims, datasets, diagnostics, elbo, em, estimators, kl, models, plotting, vae, vi
 from vicourse._gaussian import GaussianFit
 from vicourse.exceptions import ConvergenceWarning
 
-__all__ = ["ConvergenceWarning", "GaussianFit", "cavi", "claims", "datasets", "elbo", "em",
-           "estimators", "kl", "models", "plotting", "vae", "vi"]
+__all__ = ["ConvergenceWarning", "GaussianFit", "cavi", "claims", "datasets", "diagnostics", "elbo",
+           "em", "estimators", "kl", "models", "plotting", "vae", "vi"]
 __version__ = "0.1.0"
