@@ -31,6 +31,7 @@ from vicourse import (
     cavi,
     claims,
     datasets,
+    diagnostics,
     elbo,
     em,
     estimators,
@@ -45,6 +46,7 @@ from vicourse._gaussian import GaussianFit
 from vicourse.exceptions import ConvergenceWarning
 from vicourse.flows import FlowFit
 
-__all__ = ["ConvergenceWarning", "FlowFit", "GaussianFit", "cavi", "claims", "datasets", "elbo",
-           "em", "estimators", "flows", "kl", "models", "plotting", "vae", "vi"]
+__all__ = ["ConvergenceWarning", "FlowFit", "GaussianFit", "cavi", "claims", "datasets",
+           "diagnostics", "elbo", "em", "estimators", "flows", "kl", "models", "plotting", "vae",
+           "vi"]
 __version__ = "0.1.0"
