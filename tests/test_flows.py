@@ -11,6 +11,7 @@ import copy
 import math
 import warnings
 
+import mpmath
 import numpy as np
 import pytest
 import torch
@@ -91,6 +92,32 @@ def test_planar_u_hat_satisfies_the_invertibility_condition_even_when_u_does_not
     orth = lambda v: v - (v @ w) / (w @ w) * w  # noqa: E731
     torch.testing.assert_close(orth(layer.u_hat.detach()), orth(layer.u.detach()), rtol=0,
                                atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(alpha=st.floats(-700.0, 700.0), a=st.floats(-20.0, 20.0))
+def test_planar_log_det_keeps_its_precision_when_w_dot_u_is_far_below_minus_one(alpha, a):
+    # At w'u = alpha and w'z + b = a, eq-flow-planar-logdet is log(1 + h'(a) m(alpha)); near
+    # w'u_hat = -1 it is the logarithm of a tiny number, which 1 + h' m computes as 0 when
+    # m rounds to -1. The reference is mpmath at 50 digits, from the formula as printed.
+    layer = PlanarFlow(2)
+    with torch.no_grad():
+        layer.w.copy_(torch.tensor([1.0, 0.0], dtype=F64))
+        layer.u.copy_(torch.tensor([alpha, 0.0], dtype=F64))
+        _, log_det = layer(torch.tensor([[a, 0.0]], dtype=F64))
+    with mpmath.workdps(50):
+        m = -1 + mpmath.log(1 + mpmath.exp(alpha))
+        exact = mpmath.log(1 + (1 - mpmath.tanh(a) ** 2) * m)
+    assert math.isfinite(float(log_det[0]))
+    assert abs(float(log_det[0]) - float(exact)) <= 1e-12 * max(1.0, abs(float(exact)))
+
+
+def test_a_planar_layer_with_w_zero_says_why_it_cannot_be_applied():
+    layer = PlanarFlow(2)
+    with torch.no_grad():
+        layer.w.zero_()
+    assert_rejects(lambda: layer(torch.zeros(3, 2, dtype=F64)), "w")
+    assert_rejects(lambda: layer.u_hat, "w")
 
 
 def test_layers_built_from_a_generator_leave_the_global_random_state_alone():

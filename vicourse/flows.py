@@ -148,11 +148,16 @@ class PlanarFlow(FlowLayer):
     .. math::
 
         \log\Big\lvert\det\frac{\partial f}{\partial z}\Big\rvert
-        = \log\big(1 + (1 - \tanh^2(w^\top z + b))\, w^\top \hat u\big),
+        = \log\big(1 + h'\, w^\top \hat u\big)
+        = \log\big(h^2 + h' \log(1 + e^{w^\top u})\big),
+        \qquad h = \tanh(w^\top z + b),\ h' = 1 - h^2 .
 
-    computed with ``log1p``; the argument of the logarithm is positive.  The
-    inverse exists but has no closed form (it needs a one-dimensional root),
-    so a flow with a planar layer has ``rsample`` but no ``log_prob``.
+    The second form is the one computed: since :math:`1 + w^\top\hat u =
+    \log(1 + e^{w^\top u})`, it is a sum of two non-negative terms, one of
+    them positive, with no cancellation even where :math:`w^\top u` is far
+    below :math:`-1` and :math:`1 + w^\top \hat u` is tiny.  The inverse
+    exists but has no closed form (it needs a one-dimensional root), so a
+    flow with a planar layer has ``rsample`` but no ``log_prob``.
 
     Parameters
     ----------
@@ -169,7 +174,9 @@ class PlanarFlow(FlowLayer):
     ------
     ValueError
         If ``dim`` is not an integer in [1, 8192] or ``generator`` is not a
-        torch.Generator.
+        torch.Generator; when the layer is applied, if ``w`` is zero, where
+        :math:`\hat u` is undefined (it grows like :math:`1/\lVert w\rVert`
+        as :math:`w \to 0`).
 
     References
     ----------
@@ -189,19 +196,29 @@ class PlanarFlow(FlowLayer):
     @property
     def u_hat(self) -> torch.Tensor:
         r""":math:`\hat u`, shape (d,): ``u`` moved along ``w`` so that :math:`w^\top\hat u > -1`."""
-        alpha = self.w @ self.u
-        return self.u + ((nn.functional.softplus(alpha) - 1.0 - alpha) / (self.w @ self.w)) * self.w
+        return self._u_hat()[1]
+
+    def _u_hat(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(1 + w'u_hat, u_hat)`` by eq-flow-planar-uhat; 1 + w'u_hat = softplus(w'u) > 0."""
+        w, u = self.w, self.u
+        norm2 = w @ w
+        if not bool(norm2 > 0):
+            raise ValueError("PlanarFlow's w must be nonzero and finite: u_hat "
+                             "(eq-flow-planar-uhat) divides by |w|^2; got |w|^2 = "
+                             f"{float(norm2.detach())}. Give w nonzero values (a new layer draws them)")
+        alpha = w @ u
+        one_plus_w_dot_u_hat = nn.functional.softplus(alpha)   # 1 + m(w'u) = log(1 + e^(w'u))
+        return one_plus_w_dot_u_hat, u + ((one_plus_w_dot_u_hat - 1.0 - alpha) / norm2) * w
 
     def _transform(self, z):
         # A few fused operations per layer: a deep planar flow is many small layers, and
         # each torch operation costs microseconds whatever the size of its tensors.
-        w, u = self.w, self.u
-        alpha = w @ u
-        w_dot_u_hat = nn.functional.softplus(alpha) - 1.0     # m(w'u) = w' u_hat > -1
-        u_hat = u + ((w_dot_u_hat - alpha) / (w @ w)) * w
-        h = torch.tanh(torch.addmv(self.bias, z, w))          # h(w'z + b), shape (S,)
-        # det(I + u_hat psi') = 1 + psi' u_hat, psi = h'(w'z + b) w: the matrix determinant lemma
-        log_det = torch.log1p((1.0 - h * h) * w_dot_u_hat)
+        one_plus_w_dot_u_hat, u_hat = self._u_hat()
+        h = torch.tanh(torch.addmv(self.bias, z, self.w))      # h(w'z + b), shape (S,)
+        # det(I + u_hat psi') = 1 + psi' u_hat, psi = h'(w'z + b) w (the matrix determinant
+        # lemma), = h^2 + h' (1 + w'u_hat) with h' = 1 - h^2: no cancellation when w'u_hat ~ -1
+        h2 = h * h
+        log_det = torch.log(torch.addcmul(h2, 1.0 - h2, one_plus_w_dot_u_hat))
         return torch.addr(z, h, u_hat), log_det
 
 
@@ -383,7 +400,7 @@ class Flow(nn.Module):
         super().__init__()
         self.dim = _check_dim(dim)
         self.covariance_type = check_covariance_type(covariance_type)
-        if isinstance(layers, nn.Module) or not isinstance(layers, Sequence | nn.ModuleList):
+        if isinstance(layers, nn.Module) or not isinstance(layers, Sequence):
             raise ValueError("layers must be a sequence (list or tuple) of FlowLayer modules; got "
                              f"{_describe(layers)}")
         for k, layer in enumerate(layers):
@@ -518,7 +535,7 @@ class Flow(nn.Module):
 
 def planar_flow(dim: int, n_layers: int, *, covariance_type: str = "full",
                 generator: torch.Generator | None = None) -> Flow:
-    """A :class:`Flow` of ``n_layers`` :class:`PlanarFlow` layers on a Gaussian base.
+    r"""A :class:`Flow` of ``n_layers`` :class:`PlanarFlow` layers on a Gaussian base.
 
     Parameters
     ----------
@@ -528,6 +545,12 @@ def planar_flow(dim: int, n_layers: int, *, covariance_type: str = "full",
         The base's covariance.
     generator : torch.Generator, optional
         Draws the layers' initial parameters.
+
+    Returns
+    -------
+    Flow
+        A flow that starts as its base, :math:`\mathcal N(0, I)` (every layer
+        starts as the identity).
 
     Raises
     ------
@@ -543,7 +566,7 @@ def planar_flow(dim: int, n_layers: int, *, covariance_type: str = "full",
 
 def coupling_flow(dim: int, n_layers: int, hidden, *, covariance_type: str = "full",
                   generator: torch.Generator | None = None) -> Flow:
-    """A :class:`Flow` of ``n_layers`` :class:`AffineCoupling` layers with alternating masks.
+    r"""A :class:`Flow` of ``n_layers`` :class:`AffineCoupling` layers with alternating masks.
 
     Layer :math:`k` (from 0) keeps the coordinates :math:`i` with
     :math:`i + k` even, so that consecutive layers transform complementary
@@ -560,6 +583,12 @@ def coupling_flow(dim: int, n_layers: int, hidden, *, covariance_type: str = "fu
         The base's covariance.
     generator : torch.Generator, optional
         Draws the layers' initial parameters.
+
+    Returns
+    -------
+    Flow
+        A flow that starts as its base, :math:`\mathcal N(0, I)` (every layer
+        starts as the identity).
 
     Raises
     ------
