@@ -206,7 +206,8 @@ def importance_log_evidence(log_joint, q, num_samples, *, generator=None):
     which says whether the estimate can be trusted.  :math:`\widehat{p(x)}` is
     unbiased; its logarithm is biased low (Jensen), and its expectation is the
     importance-weighted bound :math:`\mathcal L_S` of Chapter 6's
-    {eq}`eq-vae-iwae`, which rises to :math:`\log p(x)` as :math:`S` grows.
+    {eq}`eq-vae-iwae`, which never decreases as :math:`S` grows and tends to
+    :math:`\log p(x)` when the weights are bounded (Burda et al., 2016).
 
     Parameters
     ----------
