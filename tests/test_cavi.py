@@ -210,12 +210,25 @@ def test_gaussian_2d_accepts_tensors_and_nested_lists():
 
 
 def not_spd_2x2():
-    """Finite 2 x 2 matrices that are not symmetric positive definite."""
-    indefinite = st.tuples(st.floats(-5, 5), st.floats(-5, 5), st.floats(0.1, 5)).map(
-        lambda t: np.array([[t[0], t[2] + abs(t[0])], [t[2] + abs(t[0]), t[1]]]))
+    """Finite 2 x 2 matrices that are not symmetric positive definite.
+
+    The symmetric ones [[a, c], [c, b]] have c >= sqrt(|a b|) + 0.1, so that their
+    determinant a b - c^2 <= -0.2 sqrt(|a b|) - 0.01 is negative whatever the signs of
+    a and b: one eigenvalue is negative.  The singular ones are exact in float64
+    (their Cholesky factorisation meets an exact zero).
+    """
+    def symmetric(a, b, margin):
+        c = np.sqrt(abs(a * b)) + margin
+        return np.array([[a, c], [c, b]])
+
+    indefinite = st.builds(symmetric, st.floats(-5, 5), st.floats(-5, 5), st.floats(0.1, 5))
+    negative_definite = st.floats(0.1, 5).map(lambda s: -s * np.eye(2))
+    singular = st.sampled_from([np.zeros((2, 2)), np.ones((2, 2)),
+                                np.array([[4.0, 2.0], [2.0, 1.0]])])
     asymmetric = st.floats(0.1, 1.0).map(lambda b: np.array([[2.0, b], [-b, 2.0]]))
     wrong_size = st.sampled_from([np.eye(3), np.eye(1), np.ones((2, 3))])
-    return st.one_of(bad_arrays((2, 2)), indefinite, asymmetric, wrong_size)
+    return st.one_of(bad_arrays((2, 2)), indefinite, negative_definite, singular, asymmetric,
+                     wrong_size)
 
 
 @PROPERTY
