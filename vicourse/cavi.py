@@ -396,7 +396,8 @@ def normal_gamma_posterior(x, *, mu0, lambda0, a0, b0) -> tuple[float, float, fl
     Raises
     ------
     ValueError
-        If ``x`` is not a finite 1-D array or a prior parameter is invalid.
+        If ``x`` is not a finite 1-D array or a prior parameter is invalid, or
+        if ``x``'s spread or its mean's distance from ``mu0`` overflows float64.
 
     References
     ----------
@@ -494,7 +495,9 @@ def normal_gamma_elbo(x, mu_n, lambda_n, a_n, b_n, *, mu0, lambda0, a0, b0) -> f
     Raises
     ------
     ValueError
-        If ``x`` is not a finite 1-D array or a parameter is invalid.
+        If ``x`` is not a finite 1-D array or a parameter is invalid, or if
+        ``x``'s spread overflows float64 or the ELBO does (``mu_n`` or ``mu0``
+        too far from the data for these precisions).
     """
     _, n, xbar, ss = _statistics_1d(x)
     mu0, lambda0, a0, b0 = _normal_gamma_prior(mu0, lambda0, a0, b0)
@@ -560,7 +563,8 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
     ValueError
         If ``x`` is not a finite 1-D array, a prior parameter is invalid
         (``lambda0``, ``a0``, ``b0`` must be > 0), or ``init_precision``,
-        ``max_iter`` or ``tol`` are invalid.
+        ``max_iter`` or ``tol`` are invalid; or if ``x``'s spread or its
+        mean's distance from ``mu0`` overflows float64.
 
     Warns
     -----
@@ -723,7 +727,9 @@ def gmm(X, n_components: int, *, prior_std: float, m0=None, max_iter: int = 200,
         is not an integer in ``[1, n]`` (or ``n * n_components`` exceeds
         :math:`2^{26}`, about 512 MiB per ``(n, K)`` array), ``prior_std`` is
         out of range, ``m0`` is not a finite vector of length ``d``, or
-        ``max_iter``, ``tol`` or ``seed`` are invalid.
+        ``max_iter``, ``tol`` or ``seed`` are invalid; or if the squared
+        distance of a row of ``X``, or of ``m0``, from the rows' mean overflows
+        float64.
 
     Warns
     -----
