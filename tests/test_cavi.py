@@ -67,8 +67,8 @@ def huge_magnitudes():
 def overflowing_data(shape):
     """Finite data of ``shape`` whose spread overflows: two entries +v and -v, |v| >= 1e155.
 
-    Every entry is a float64 number, so only the squares (and the mean, for v near
-    1e308) leave float64's range: the fit must refuse the data, naming them.
+    Every entry and the mean are float64 numbers; only the squares leave float64's
+    range, and the fit must refuse the data, naming them.
     """
     def build(v):
         out = np.arange(np.prod(shape), dtype=float).reshape(shape) / 7.0

@@ -239,7 +239,7 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
     is :math:`\tfrac12 \log(1 - \rho^2) - \tfrac12 e^\top \Lambda e`, and
     :math:`e^\top \Lambda e = e_1^2/\Sigma_{11} + (e_2 - \Sigma_{12} e_1 /
     \Sigma_{11})^2 / v_2`, so that a nearly singular target (:math:`|\rho|`
-    within :math:`10^{-9}` of one) still gives an ELBO that never decreases.
+    within :math:`10^{-12}` of one) still gives an ELBO that never decreases.
 
     References
     ----------
