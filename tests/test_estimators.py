@@ -11,7 +11,9 @@ from bad_inputs import (
     bad_callables,
     bad_ints,
     bad_scalars,
+    huge_values,
     meta_tensors,
+    nan_gradient,
     not_numbers,
 )
 from hypothesis import given, settings
@@ -334,18 +336,9 @@ def test_reparam_rejects_a_function_torch_cannot_differentiate():
     assert grads[0].shape == (10, 3)
 
 
-def _nan_gradient(z):  # finite values, but the gradient of the unused branch is NaN
-    hidden = torch.where(z > 1e9, torch.sqrt(z), torch.zeros_like(z)).sum(-1)
-    return -0.5 * (z**2).sum(-1) + hidden
-
-
-def _huge(z):  # finite values whose products with a score of size 1e10 overflow float64
-    return torch.full((z.shape[0],), 1e300, dtype=z.dtype)
-
-
 @settings(max_examples=20, deadline=None)
-@given(case=st.sampled_from([(reparam_grads, _nan_gradient), (score_function_grads, _huge),
-                             (optimal_baseline, _huge)]),
+@given(case=st.sampled_from([(reparam_grads, nan_gradient), (score_function_grads, huge_values),
+                             (optimal_baseline, huge_values)]),
        seed=st.integers(0, 2**32))
 def test_an_f_whose_estimates_are_not_finite_is_rejected_by_name(case, seed):
     # Values are finite, so f passes the check of its output; the estimates are not (a NaN

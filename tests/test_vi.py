@@ -13,7 +13,9 @@ from bad_inputs import (
     bad_ints,
     bad_scalars,
     bad_seeds,
+    huge_values,
     meta_tensors,
+    nan_gradient,
     not_bools,
     not_numbers,
 )
@@ -241,10 +243,6 @@ def test_a_fit_that_diverges_raises_naming_the_step_and_the_step_size():
 
 
 def test_a_gradient_that_becomes_nan_raises_naming_the_step():
-    def nan_gradient(z):  # finite values, but the gradient of the unused branch is NaN
-        hidden = torch.where(z > 1e9, torch.sqrt(z), torch.zeros_like(z)).sum(-1)
-        return -0.5 * (z**2).sum(-1) + hidden
-
     with pytest.raises(ValueError, match=r"broke down at step 0: its gradient is not finite"):
         fit_gaussian(nan_gradient, 2, num_samples=4, steps=10, lr=0.1, seed=0, tol=0)
 
@@ -502,18 +500,9 @@ def test_a_bad_generator_is_rejected_by_name(bad):
     assert_rejects(_grads(generator=bad), "generator", exceptions=ValueError)
 
 
-def _nan_gradient(z):  # finite values, but the gradient of the unused branch is NaN
-    hidden = torch.where(z > 1e9, torch.sqrt(z), torch.zeros_like(z)).sum(-1)
-    return -0.5 * (z**2).sum(-1) + hidden
-
-
-def _huge(z):  # finite values whose products with a score of size 1e10 overflow float64
-    return torch.full((z.shape[0],), 1e300, dtype=z.dtype)
-
-
 @settings(max_examples=20, deadline=None)
-@given(case=st.sampled_from([({}, _nan_gradient), ({"stl": True}, _nan_gradient),
-                             ({"estimator": "score"}, _huge)]),
+@given(case=st.sampled_from([({}, nan_gradient), ({"stl": True}, nan_gradient),
+                             ({"estimator": "score"}, huge_values)]),
        covariance_type=st.sampled_from(["full", "diag"]), seed=st.integers(0, 2**32))
 def test_elbo_grads_reject_estimates_that_are_not_finite_by_name(case, covariance_type, seed):
     # The values of log_joint are finite; its gradient (NaN where z_1 < 0) or the score's
