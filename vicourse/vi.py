@@ -711,16 +711,20 @@ def logistic_regression_log_joint(X, y) -> Callable[[torch.Tensor], torch.Tensor
     log_prior_constant = -0.5 * dim * _LOG_2PI
     rows_per_block = max(1, _LOGIT_BLOCK // n)
 
+    def _log_likelihood(z):
+        logits = z @ X_t.T  # (rows, n)
+        return (y_t * logits - torch.nn.functional.softplus(logits)).sum(-1)
+
     def log_joint(z: torch.Tensor) -> torch.Tensor:
         if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != dim:
             raise ValueError(f"log_joint takes weights z of shape (S, {dim}); got "
                              f"{_describe(z)}")
         z = z.to(torch.float64)
-        log_lik = []
-        for block in torch.split(z, rows_per_block):
-            logits = block @ X_t.T  # (rows, n)
-            log_lik.append((y_t * logits - torch.nn.functional.softplus(logits)).sum(-1))
-        log_lik = torch.cat(log_lik)
+        if z.shape[0] <= rows_per_block:  # the usual case: one block, no copies
+            log_lik = _log_likelihood(z)
+        else:
+            log_lik = torch.cat([_log_likelihood(block)
+                                 for block in torch.split(z, rows_per_block)])
         return log_lik - 0.5 * z.square().sum(-1) + log_prior_constant
 
     return log_joint
