@@ -16,6 +16,7 @@ module                    chapter  what it holds
 ``vicourse.vi``           5        black-box VI: Gaussian fits to unnormalised log-densities
 ``vicourse.datasets``     6        the 8x8 digits shipped with scikit-learn, as tensors
 ``vicourse.vae``          6        the variational autoencoder, its bounds and its training loop
+``vicourse.svi``          8        stochastic VI: the mixture by minibatches, online LDA
 ``vicourse.plotting``     all      figure helpers shared by the chapters, the book's figure style
 ``vicourse.claims``       all      :func:`~vicourse.claims.check`: assert a claim of the text, print it
 ========================  =======  ====================================================
@@ -26,10 +27,10 @@ that stops without converging.  CONTRIBUTING.md lists the vocabulary the
 modules share.
 """
 
-from vicourse import cavi, claims, datasets, elbo, em, estimators, kl, models, plotting, vae, vi
+from vicourse import cavi, claims, datasets, elbo, em, estimators, kl, models, plotting, svi, vae, vi
 from vicourse._gaussian import GaussianFit
 from vicourse.exceptions import ConvergenceWarning
 
 __all__ = ["ConvergenceWarning", "GaussianFit", "cavi", "claims", "datasets", "elbo", "em",
-           "estimators", "kl", "models", "plotting", "vae", "vi"]
+           "estimators", "kl", "models", "plotting", "svi", "vae", "vi"]
 __version__ = "0.1.0"

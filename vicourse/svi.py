@@ -1,0 +1,680 @@
+"""Stochastic variational inference: fits whose steps cost O(batch), whatever n is (Chapter 8).
+
+Every fit of the earlier chapters touches all n data points per step.  For a
+model whose global variational factor is conditionally conjugate, the natural
+gradient of the ELBO is :math:`\\hat\\lambda - \\lambda`, where
+:math:`\\hat\\lambda` is what one CAVI update would set
+({eq}`eq-svi-natgrad`); estimating :math:`\\hat\\lambda` from a minibatch
+scaled by :math:`n / |B|` gives stochastic VI (Hoffman, Blei, Wang and
+Paisley, 2013):
+
+.. math::
+
+    \\lambda_t = (1 - \\rho_t)\\, \\lambda_{t-1} + \\rho_t\\, \\hat\\lambda_B,
+    \\qquad \\rho_t = (t + \\tau_0)^{-\\kappa}, \\quad \\kappa \\in (0.5, 1].
+
+=============================  =====================================================
+function                       what it fits
+=============================  =====================================================
+:func:`bayesian_gmm`           Bishop's variational Gaussian mixture (Chapter 3), by SVI
+:func:`bayesian_gmm_elbo`      the whole-data ELBO of a fitted mixture's global factor
+:func:`online_lda`             latent Dirichlet allocation, Hoffman et al.'s online LDA
+=============================  =====================================================
+
+:func:`bayesian_gmm` runs the same updates as :func:`vicourse.cavi.bayesian_gmm`,
+from one implementation (statistics in, parameters out); with the whole
+data as the batch and :math:`\\rho_t = 1` each step *is* a CAVI sweep.
+
+Stochastic fits record one estimate of the ELBO per step, from that step's
+minibatch, and stop when the mean of the estimates over a window of
+``eval_window`` steps changes by less than ``tol`` relative to its size
+between consecutive windows (``tol=0`` runs every step).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import digamma, gammaln, logsumexp
+
+from vicourse import _vbgmm
+from vicourse._validation import (
+    _describe,
+    as_float_array,
+    as_rng,
+    check_bool,
+    check_in_interval,
+    check_int,
+    check_scalar,
+)
+from vicourse.cavi import BayesianGMMFit, _bayesian_gmm_fit
+from vicourse.exceptions import ConvergenceWarning
+
+__all__ = ["BayesianGMMFit", "OnlineLDAFit", "bayesian_gmm", "bayesian_gmm_elbo", "online_lda",
+           "step_sizes"]
+
+#: Largest number of entries of a (K, V) topic matrix (2 GiB of float64).
+_MAX_TOPIC_ENTRIES = 2**28
+
+
+# ----------------------------------------------------------------------------
+# shared pieces: the step sizes, the arguments of every stochastic fit, the stopping rule
+# ----------------------------------------------------------------------------
+
+def step_sizes(steps: int, *, tau0: float, kappa: float) -> np.ndarray:
+    r"""The Robbins–Monro step sizes :math:`\rho_t = (t + \tau_0)^{-\kappa}`, :math:`t = 1, \dots, T`.
+
+    Implements {eq}`eq-svi-rho` of Chapter 8 (scikit-learn's online LDA names
+    :math:`\tau_0` ``learning_offset`` and :math:`\kappa` ``learning_decay``,
+    and counts :math:`t` from 1 as here).  For :math:`\kappa \in (0.5, 1]`
+    they satisfy :math:`\sum_t \rho_t = \infty` and
+    :math:`\sum_t \rho_t^2 < \infty`, the conditions under which stochastic
+    VI converges to a local optimum.
+
+    Parameters
+    ----------
+    steps : int, >= 1
+    tau0 : float, >= 0
+        Delay: larger values make the early steps smaller.
+    kappa : float in [0, 1]
+        Forgetting rate; ``kappa=0`` gives :math:`\rho_t = 1`.
+
+    Returns
+    -------
+    ndarray of shape (steps,), entries in (0, 1]
+
+    Raises
+    ------
+    ValueError
+        If ``steps`` is not a positive integer, ``tau0`` is negative or
+        ``kappa`` lies outside [0, 1].
+    """
+    steps = check_int(steps, "steps")
+    tau0, kappa = _check_schedule(tau0, kappa)
+    return (np.arange(1, steps + 1) + tau0) ** -kappa
+
+
+def _check_schedule(tau0, kappa) -> tuple[float, float]:
+    tau0 = check_scalar(tau0, "tau0", nonnegative=True)
+    kappa = check_in_interval(kappa, "kappa", 0.0, 1.0)
+    return tau0, kappa
+
+
+def _warn_if_not_robbins_monro(kappa: float, batch_size: int, n: int, what: str) -> None:
+    if kappa <= 0.5 and batch_size < n:
+        warnings.warn(
+            f"{what}: kappa={kappa:g} <= 0.5 with minibatches (batch_size={batch_size} < {n}): the "
+            "step sizes (t + tau0)^-kappa then have an infinite sum of squares, so the noise of "
+            "the minibatches never averages out and the fit keeps fluctuating; use kappa in (0.5, 1]",
+            UserWarning, stacklevel=3)
+
+
+def _check_batch_size(batch_size, n: int, what: str) -> int:
+    batch_size = check_int(batch_size, "batch_size")
+    if batch_size > n:
+        raise ValueError(f"batch_size must be at most the number of {what}, {n}; got {batch_size}")
+    return batch_size
+
+
+class _WindowedStop:
+    """Stan's ADVI-style rule on a noisy bound: compare means over windows of ``eval_window`` steps."""
+
+    def __init__(self, tol: float, eval_window: int):
+        self.tol = tol
+        self.eval_window = eval_window
+        self.means: list[float] = []
+
+    def __call__(self, elbos: list[float]) -> bool:
+        """True when the latest full window's mean is within ``tol`` (relative) of the previous one."""
+        if self.tol == 0 or len(elbos) % self.eval_window:
+            return False
+        self.means.append(float(np.mean(elbos[-self.eval_window:])))
+        if len(self.means) < 2:
+            return False
+        new, old = self.means[-1], self.means[-2]
+        return abs(new - old) < self.tol * abs(new)
+
+    def warn(self, what: str, steps: int) -> None:
+        if self.tol == 0:
+            return
+        if len(self.means) >= 2:
+            last = abs(self.means[-1] - self.means[-2]) / abs(self.means[-1])
+            change = f"last relative change of the windowed ELBO {last:.3g}"
+        else:
+            change = f"fewer than two windows of eval_window={self.eval_window} steps"
+        warnings.warn(
+            f"{what}: did not converge in steps={steps} ({change}, tol={self.tol:g}); increase the "
+            "number of steps or tol, or use a larger batch_size to make the estimates less noisy",
+            ConvergenceWarning, stacklevel=3)
+
+
+def _check_stopping(tol, eval_window) -> tuple[float, int]:
+    return (check_scalar(tol, "tol", nonnegative=True),
+            check_int(eval_window, "eval_window", maximum=10**7))
+
+
+# ----------------------------------------------------------------------------
+# 1. Bishop's variational Gaussian mixture, by SVI
+# ----------------------------------------------------------------------------
+
+def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0, kappa: float = 0.7,
+                 seed=None, alpha0=None, beta0: float = 1.0, m0=None, W0=None, nu0=None,
+                 reg_covar: float = 1e-6, tol: float = 0.0, eval_window: int = 100,
+                 snapshot_every: int | None = None) -> BayesianGMMFit:
+    r"""Stochastic VI for the variational Gaussian mixture of :func:`vicourse.cavi.bayesian_gmm`.
+
+    Implements {eq}`eq-svi-step` of Chapter 8 for Bishop's mixture.  The
+    global factor :math:`q(\pi, \mu, \Lambda)` is first set from
+    ``resp_init``, as in CAVI.  Then each step
+
+    1. draws a minibatch :math:`B` of ``batch_size`` distinct rows of ``X``, uniformly;
+    2. sets their responsibilities for the current global factor (the local
+       step, Bishop's (10.64)-(10.67)) and their statistics
+       :math:`N_k, \bar x_k, N_k S_k`;
+    3. forms :math:`\hat\lambda`, the global factor CAVI would set if the
+       whole data looked like the minibatch (statistics scaled by
+       :math:`n / |B|`), and moves the natural parameters
+       :math:`\lambda \leftarrow (1 - \rho_t)\lambda + \rho_t \hat\lambda`,
+       :math:`\rho_t = (t + \tau_0)^{-\kappa}`.
+
+    The natural parameters of the global factor are the prior's plus the
+    statistics' raw moments, so step 3 is a weighted merge of the running
+    statistics with the scaled minibatch's, followed by CAVI's own update of
+    the parameters (Bishop's (10.58)-(10.63)): the code is shared with
+    :func:`vicourse.cavi.bayesian_gmm`.  With ``batch_size = n``,
+    ``tau0=1, kappa=0`` (:math:`\rho_t = 1`) every step equals one CAVI sweep.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    resp_init : array of shape (n_samples, K)
+        Responsibilities that set the starting global factor; rows sum to one.
+    batch_size : int in [1, n_samples]
+    steps : int, >= 1
+    tau0 : float, >= 0
+    kappa : float in [0, 1]
+        The step sizes :math:`\rho_t = (t + \tau_0)^{-\kappa}`, see :func:`step_sizes`.
+        With minibatches, ``kappa <= 0.5`` warns.
+    seed : int, numpy.random.Generator or None
+        Draws the minibatches.
+    alpha0, beta0, m0, W0, nu0, reg_covar
+        The prior, with the defaults of :func:`vicourse.cavi.bayesian_gmm`.
+    tol : float, >= 0
+        Stop when the mean of the recorded bound over a window of
+        ``eval_window`` steps changes by less than ``tol`` relative to its
+        size, between consecutive windows; ``tol=0`` runs every step.
+    eval_window : int, >= 1
+    snapshot_every : int, optional
+        Keep the global factor every this many steps (and after the last), in
+        ``info["snapshots"]``, e.g. to evaluate :func:`bayesian_gmm_elbo`
+        along the run.
+
+    Returns
+    -------
+    BayesianGMMFit
+        ``elbos[t]`` is the minibatch estimate of step ``t + 1``: the ELBO at
+        the global factor the step started from, with the batch's
+        responsibilities set optimally and its statistics scaled by
+        :math:`n / |B|`.  It is unbiased for :func:`bayesian_gmm_elbo` of that
+        factor.  ``resp`` are the responsibilities of every point under the
+        returned global factor (one pass over the data at the end).
+        ``info`` holds ``"step_sizes"`` (the :math:`\rho_t` used),
+        ``"elbo"`` (the ELBO of the returned fit on the whole data, from that
+        last pass), ``"window_means"`` (the windowed means of the stopping
+        rule, if ``tol > 0``) and ``"snapshots"`` (if asked: fits with
+        ``resp=None`` and ``n_iter`` the step they were taken after).
+
+    Raises
+    ------
+    ValueError
+        As :func:`vicourse.cavi.bayesian_gmm` for the data and the prior; if
+        ``batch_size`` is not an integer in [1, n_samples], ``steps``,
+        ``eval_window`` or ``snapshot_every`` are not positive integers,
+        ``tau0`` or ``tol`` are negative, ``kappa`` lies outside [0, 1] or
+        ``seed`` is invalid; and if the bound becomes non-finite.
+
+    Warns
+    -----
+    UserWarning
+        If ``kappa <= 0.5`` with ``batch_size < n_samples``.
+    vicourse.ConvergenceWarning
+        If ``tol > 0`` and the stopping rule is not met within ``steps``.
+
+    References
+    ----------
+    Hoffman, Blei, Wang and Paisley (2013), "Stochastic variational inference",
+    JMLR 14, Algorithm 2; Bishop (2006), Section 10.2.
+    """
+    X, resp, prior = _vbgmm.check_problem(X, resp_init, alpha0=alpha0, beta0=beta0, m0=m0, W0=W0,
+                                          nu0=nu0, reg_covar=reg_covar)
+    n = X.shape[0]
+    batch_size = _check_batch_size(batch_size, n, "rows of X")
+    steps = check_int(steps, "steps")
+    tau0, kappa = _check_schedule(tau0, kappa)
+    rng = as_rng(seed)
+    tol, eval_window = _check_stopping(tol, eval_window)
+    if snapshot_every is not None:
+        snapshot_every = check_int(snapshot_every, "snapshot_every")
+    _warn_if_not_robbins_monro(kappa, batch_size, n, "svi.bayesian_gmm")
+
+    stats = _vbgmm.stats_from_resp(X, prior.shift, resp)
+    params = _vbgmm.m_step(prior, stats)
+    stop = _WindowedStop(tol, eval_window)
+    elbos: list[float] = []
+    rhos: list[float] = []
+    snapshots: list[BayesianGMMFit] = []
+    converged = False
+    for t in range(1, steps + 1):
+        params, stats, estimate, rho = _svi_step(X, prior, params, stats, t, rng=rng,
+                                                 batch_size=batch_size, tau0=tau0, kappa=kappa)
+        elbos.append(_vbgmm.finite_elbo(estimate, f"step {t}"))
+        rhos.append(rho)
+        converged = stop(elbos)
+        if snapshot_every is not None and (t % snapshot_every == 0 or converged or t == steps):
+            snapshots.append(_bayesian_gmm_fit(prior, params, None, elbos, t, converged))
+        if converged:
+            break
+    if not converged:
+        stop.warn("svi.bayesian_gmm", steps)
+    resp = np.empty_like(resp)
+    full, neg_entropy = _vbgmm.local_step(params, X, prior.shift, out=resp)
+    info = {"step_sizes": np.asarray(rhos),
+            "elbo": _vbgmm.finite_elbo(_vbgmm.elbo(prior, params, full, neg_entropy), "the end")}
+    if tol > 0:
+        info["window_means"] = np.asarray(stop.means)
+    if snapshot_every is not None:
+        info["snapshots"] = snapshots
+    return _bayesian_gmm_fit(prior, params, resp, elbos, len(elbos), converged, info)
+
+
+def _svi_step(X, prior, params, stats, t, *, rng, batch_size, tau0, kappa):
+    """One step of SVI for the mixture; returns the new parameters and statistics, the
+    minibatch estimate of the ELBO at the old parameters, and the step size."""
+    n = X.shape[0]
+    idx = np.sort(rng.choice(n, size=batch_size, replace=False))     # sorted: contiguous reads
+    batch, neg_entropy = _vbgmm.local_step(params, X[idx], prior.shift)   # local step
+    scale = n / batch_size
+    estimate = _vbgmm.elbo(prior, params, batch.scaled(scale), scale * neg_entropy)
+    rho = (t + tau0) ** -kappa
+    # lambda <- (1 - rho) lambda + rho lambda_hat: the prior's part is the same on both sides,
+    # the statistics' part is a weighted merge (natural parameters are linear in raw moments)
+    stats = _vbgmm.combine(stats, batch, 1.0 - rho, rho * scale)
+    return _vbgmm.m_step(prior, stats), stats, estimate, rho
+
+
+def bayesian_gmm_elbo(X, fit: BayesianGMMFit) -> float:
+    r"""The ELBO on data ``X`` of a fitted mixture's global factor, with every ``q(z_n)`` set optimally.
+
+    Implements {eq}`eq-svi-global-elbo` of Chapter 8:
+    :math:`\mathcal L(\lambda) = \max_{q(Z)} \mathcal L(q(Z), \lambda)`, the
+    ELBO as a function of the global factor alone, which is what stochastic
+    VI climbs.  One local step over ``X`` (Bishop's (10.64)-(10.67)) and the
+    bound (10.70)-(10.77) with every constant, block by block.  For a fit of
+    :func:`vicourse.cavi.bayesian_gmm` it lies between ``elbos[-1]`` and the
+    next sweep's bound; ``X`` may also be held-out data.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    fit : BayesianGMMFit
+        From :func:`vicourse.cavi.bayesian_gmm` or :func:`bayesian_gmm`
+        (including its snapshots); its prior is the one used.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``fit`` is not a :class:`~vicourse.cavi.BayesianGMMFit` or ``X`` is
+        not a finite 2-D array with as many columns as the fit's means.
+    """
+    if not isinstance(fit, BayesianGMMFit):
+        raise ValueError(f"fit must be a BayesianGMMFit (from cavi.bayesian_gmm or svi.bayesian_gmm); "
+                         f"got {_describe(fit)}")
+    X = as_float_array(X, "X", ndim=2)
+    K, d = fit.m.shape
+    if X.shape[1] != d:
+        raise ValueError(f"X must have {d} columns, as the fit's means; got shape {X.shape}")
+    prior, params = _vbgmm.from_fit(fit.alpha, fit.beta, fit.m, fit.W, fit.nu, alpha0=fit.alpha0,
+                                    beta0=fit.beta0, m0=fit.m0, W0=fit.W0, nu0=fit.nu0)
+    stats, neg_entropy = _vbgmm.local_step(params, X, prior.shift)
+    return _vbgmm.finite_elbo(_vbgmm.elbo(prior, params, stats, neg_entropy), "the given fit")
+
+
+# ----------------------------------------------------------------------------
+# 2. latent Dirichlet allocation: Hoffman, Blei and Bach's online LDA
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OnlineLDAFit:
+    r"""A fitted LDA model: the topics :math:`q(\beta_k) = \mathrm{Dir}(\lambda_k)` and
+    the documents' :math:`q(\theta_d) = \mathrm{Dir}(\gamma_d)`, returned by :func:`online_lda`.
+
+    Attributes
+    ----------
+    lambda_ : ndarray of shape (n_topics, n_words)
+        :math:`\lambda` (scikit-learn's ``components_``).
+    gamma : ndarray of shape (n_documents, n_topics)
+        :math:`\gamma_d` of every document for the returned topics (what
+        scikit-learn's ``LatentDirichletAllocation._unnormalized_transform``
+        returns).
+    elbos : ndarray of shape (n_iter,)
+        One minibatch estimate of the ELBO per step, at the topics the step
+        started from (see :func:`online_lda`).
+    n_iter : int
+        Minibatch steps taken (scikit-learn's ``n_batch_iter_ - 1``); the
+        passes over the corpus are ``info["passes"]``.
+    converged : bool
+    info : dict
+        ``"step_sizes"``, ``"passes"``, ``"elbo"`` and, if ``tol > 0``,
+        ``"window_means"``; see :func:`online_lda`.
+    """
+
+    lambda_: np.ndarray
+    gamma: np.ndarray
+    elbos: np.ndarray
+    n_iter: int
+    converged: bool
+    info: dict = field(default_factory=dict)
+
+    @property
+    def topics(self) -> np.ndarray:
+        r""":math:`\mathbb E_q[\beta_k] = \lambda_k / \sum_w \lambda_{kw}`, shape (n_topics, n_words)."""
+        return self.lambda_ / self.lambda_.sum(axis=1, keepdims=True)
+
+    @property
+    def doc_topics(self) -> np.ndarray:
+        r""":math:`\mathbb E_q[\theta_d] = \gamma_d / \sum_k \gamma_{dk}`, shape (n_documents, n_topics)."""
+        return self.gamma / self.gamma.sum(axis=1, keepdims=True)
+
+
+def _check_counts(counts) -> sp.csr_matrix:
+    """A document-word count matrix, dense or scipy-sparse, as CSR float64; checks integers >= 0."""
+    if sp.issparse(counts):
+        if counts.ndim != 2:
+            raise ValueError(f"counts must be a 2-D document-word matrix; got shape {counts.shape}")
+        if counts.dtype.kind not in "iuf":
+            raise ValueError(f"counts must be real numbers; got a sparse matrix of dtype {counts.dtype}")
+        matrix = sp.csr_matrix(counts, dtype=np.float64, copy=True)
+        as_float_array(matrix.data, "counts", allow_empty=True)      # finite
+        if 0 in matrix.shape:
+            raise ValueError(f"counts must not be empty; got shape {matrix.shape}")
+    else:
+        matrix = sp.csr_matrix(as_float_array(counts, "counts", ndim=2))
+    if np.any(matrix.data < 0):
+        raise ValueError(f"counts must be non-negative; smallest entry is {matrix.data.min():g}")
+    if np.any(matrix.data != np.round(matrix.data)):
+        bad = matrix.data[matrix.data != np.round(matrix.data)][0]
+        raise ValueError(f"counts must be whole numbers (word counts); got {bad:g}")
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    return matrix
+
+
+def _dirichlet_expectation(param: np.ndarray, axis: int) -> np.ndarray:
+    r""":math:`\mathbb E[\log x] = \psi(a) - \psi(\sum a)`, :math:`x \sim \mathrm{Dir}(a)`, along ``axis``."""
+    # einsum: numpy's sum along short rows costs several times more
+    total = np.einsum("ij->i", param)[:, None] if axis == 1 else np.einsum("ij->j", param)[None, :]
+    return digamma(param) - digamma(total)
+
+
+def _lda_local_step(Xb: sp.csr_matrix, exp_elog_beta_t: np.ndarray, alpha: float, gamma: np.ndarray,
+                    max_iter: int, mean_change_tol: float):
+    r"""The local step of online LDA for a batch of documents, all documents at once.
+
+    Iterates :math:`\gamma_d = \alpha + \exp\mathbb E[\log\theta_d] \odot
+    \sum_w n_{dw} \frac{\exp\mathbb E[\log\beta_{w}]}{\phi^{\rm norm}_{dw}}`
+    (Hoffman et al.'s (2010) E-step, with :math:`\phi` kept implicit) for each
+    document until the mean absolute change of its :math:`\gamma_d` falls below
+    ``mean_change_tol`` (then that document stops) or ``max_iter`` iterations.
+    ``exp_elog_beta_t`` is :math:`\exp\mathbb E[\log\beta]` transposed, (V, K).
+
+    Returns ``gamma`` (B, K) (updated in place), the unscaled statistics
+    :math:`\sum_d n_{dw} \phi_{dwk}` as (V, K), and :math:`\mathbb E[\log\theta]` (B, K).
+    """
+    eps = np.finfo(np.float64).eps
+    B, K = gamma.shape
+    lengths = np.diff(Xb.indptr)
+    # E[log theta] of the starting gamma, without alpha added (scikit-learn's order)
+    exp_theta = np.exp(_dirichlet_expectation(gamma, axis=1))
+    empty = lengths == 0
+    gamma[empty] = alpha                        # no words: the update gives alpha at once
+    exp_theta[empty] = np.exp(_dirichlet_expectation(gamma[empty], axis=1))
+    active = np.flatnonzero(~empty)             # documents still iterating
+    keep = np.repeat(~empty, lengths)
+    rows = np.repeat(np.arange(active.size), lengths[active])   # nonzero -> position in active
+    cnts = Xb.data[keep]
+    beta_nz = exp_elog_beta_t[Xb.indices[keep]]                 # (nnz, K)
+    starts = np.concatenate([[0], np.cumsum(lengths[active])[:-1]])
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        theta_act = exp_theta[active]
+        norm = np.einsum("ij,ij->i", theta_act[rows], beta_nz) + eps
+        weighted = beta_nz * (cnts / norm)[:, None]
+        new = theta_act * np.add.reduceat(weighted, starts, axis=0) + alpha
+        change = np.einsum("ij->i", np.abs(new - gamma[active])) / K
+        gamma[active] = new
+        exp_theta[active] = np.exp(_dirichlet_expectation(new, axis=1))
+        done = change < mean_change_tol
+        if done.any():
+            still = ~done
+            keep_nz = np.repeat(still, lengths[active])
+            active = active[still]
+            renumber = np.cumsum(still) - 1
+            rows = renumber[rows[keep_nz]]
+            cnts, beta_nz = cnts[keep_nz], beta_nz[keep_nz]
+            starts = np.concatenate([[0], np.cumsum(lengths[active])[:-1]])
+    # statistics sum_d n_dw phi_dwk / exp E[log beta_kw], with the final gamma (as scikit-learn)
+    doc_of = np.repeat(np.arange(B), lengths)
+    norm = np.einsum("ij,ij->i", exp_theta[doc_of], exp_elog_beta_t[Xb.indices]) + eps
+    weights = sp.csr_matrix((Xb.data / norm, Xb.indices, Xb.indptr), shape=Xb.shape)
+    sstats = weights.T @ exp_theta                              # (V, K)
+    return gamma, np.asarray(sstats) * exp_elog_beta_t, _dirichlet_expectation(gamma, axis=1)
+
+
+def _lda_local_elbo(Xb: sp.csr_matrix, gamma, elog_theta, elog_beta_t, alpha: float) -> float:
+    r"""The documents' part of the ELBO, with :math:`\phi` optimal for ``gamma`` and the topics:
+    :math:`\sum_{dw} n_{dw}\log\sum_k e^{\mathbb E\log\theta_{dk} + \mathbb E\log\beta_{kw}}`
+    plus :math:`\mathbb E[\log p(\theta_d \mid \alpha) - \log q(\theta_d \mid \gamma_d)]`."""
+    K = gamma.shape[1]
+    doc_of = np.repeat(np.arange(Xb.shape[0]), np.diff(Xb.indptr))
+    words = Xb.data @ logsumexp(elog_theta[doc_of] + elog_beta_t[Xb.indices], axis=1)
+    dirichlet = (np.sum((alpha - gamma) * elog_theta) + np.sum(gammaln(gamma)) - gamma.size * gammaln(alpha)
+                 + gamma.shape[0] * gammaln(K * alpha) - np.sum(gammaln(gamma.sum(axis=1))))
+    return float(words + dirichlet)
+
+
+def _lda_global_elbo(lam_t: np.ndarray, elog_beta_t: np.ndarray, eta: float) -> float:
+    r""":math:`\mathbb E[\log p(\beta \mid \eta) - \log q(\beta \mid \lambda)]`, with ``lam_t`` (V, K)."""
+    V = lam_t.shape[0]
+    return float(np.sum((eta - lam_t) * elog_beta_t) + np.sum(gammaln(lam_t)) - lam_t.size * gammaln(eta)
+                 + lam_t.shape[1] * gammaln(V * eta) - np.sum(gammaln(lam_t.sum(axis=0))))
+
+
+def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int = 128,
+               tau0: float = 10.0, kappa: float = 0.7, max_iter: int = 10, seed=None,
+               shuffle: bool = True, lambda_init=None, max_doc_update_iter: int = 100,
+               mean_change_tol: float = 1e-3, tol: float = 0.0,
+               eval_window: int = 100) -> OnlineLDAFit:
+    r"""Online variational Bayes for latent Dirichlet allocation (Hoffman, Blei and Bach, 2010).
+
+    Implements {eq}`eq-svi-lda-local` and {eq}`eq-svi-lda-global` of Chapter 8.
+    The model: topics :math:`\beta_k \sim \mathrm{Dir}(\eta)` over the
+    ``n_words`` words, document proportions :math:`\theta_d \sim \mathrm{Dir}(\alpha)`,
+    and each word of document :math:`d` drawn from topic :math:`z \sim
+    \mathrm{Cat}(\theta_d)`.  Each step takes a minibatch of documents, runs
+    the local step for every document in it at once (:math:`\gamma_d` and the
+    implicit :math:`\phi_{dw}`, until each document's :math:`\gamma_d` moves
+    by less than ``mean_change_tol`` on average, at most
+    ``max_doc_update_iter`` iterations), and moves the topics
+
+    .. math::
+
+        \lambda \leftarrow (1 - \rho_t)\lambda + \rho_t\Big(\eta + \frac{D}{|B|}
+        \sum_{d \in B} n_{dw}\phi_{dwk}\Big), \qquad \rho_t = (t + \tau_0)^{-\kappa}.
+
+    This is scikit-learn's ``LatentDirichletAllocation(learning_method="online")``
+    (which descends from Hoffman's code) with the same names for the settings
+    (``n_components = n_topics``, ``doc_topic_prior = alpha``,
+    ``topic_word_prior = eta``, ``learning_offset = tau0``,
+    ``learning_decay = kappa``, ``max_iter`` passes) and the same draws:
+    starting topics :math:`\mathrm{Gamma}(100, 1/100)` and each batch's
+    starting :math:`\gamma` the same.  The loop differs in three ways:
+    documents are updated together (vectorised; each still stops on its own
+    test), :math:`\psi` is :func:`scipy.special.digamma` (scikit-learn uses a
+    faster series accurate to about :math:`10^{-9}`), and with ``shuffle=True``
+    each pass visits the documents in a new random order (scikit-learn goes
+    in order, as ``shuffle=False`` does).
+
+    Parameters
+    ----------
+    counts : array or scipy sparse matrix of shape (n_documents, n_words)
+        Word counts: non-negative whole numbers.
+    n_topics : int, >= 1
+    alpha, eta : float, > 0, optional
+        Dirichlet priors of the documents' topic proportions and of the
+        topics; default ``1 / n_topics`` each (as scikit-learn).
+    batch_size : int in [1, n_documents]
+    tau0 : float, >= 0
+    kappa : float in [0, 1]
+        Step sizes :math:`\rho_t = (t + \tau_0)^{-\kappa}`, :math:`t = 1, 2, \dots`
+        counted over all passes; with minibatches ``kappa <= 0.5`` warns.
+    max_iter : int, >= 1
+        Passes over the corpus.
+    seed : int, numpy.random.Generator or None
+        Draws the starting topics (unless ``lambda_init`` is given), each
+        batch's starting :math:`\gamma`, and the order of the documents.
+    shuffle : bool
+        Visit the documents of each pass in a random order.
+    lambda_init : array of shape (n_topics, n_words), positive, optional
+        Starting topics.
+    max_doc_update_iter : int, >= 1
+    mean_change_tol : float, >= 0
+        The local step's stopping rule (scikit-learn's names and defaults).
+    tol : float, >= 0
+    eval_window : int, >= 1
+        Stop when the mean of the recorded bound over ``eval_window`` steps
+        changes by less than ``tol`` relative to its size between
+        consecutive windows; ``tol=0`` runs ``max_iter`` passes.
+
+    Returns
+    -------
+    OnlineLDAFit
+        ``elbos[t]`` is the ELBO estimated from step ``t + 1``'s minibatch at
+        the topics it started from (documents' terms scaled by :math:`D/|B|`).
+        ``gamma`` is set for the returned topics by one last local step over
+        the corpus from :math:`\gamma = 1` (scikit-learn's ``transform``);
+        ``info["elbo"]`` is the ELBO of the returned fit on the whole corpus,
+        ``info["step_sizes"]`` the :math:`\rho_t`, ``info["passes"]`` the
+        passes run.
+
+    Raises
+    ------
+    ValueError
+        If ``counts`` is not a 2-D array or sparse matrix of non-negative
+        whole numbers, ``n_topics``, ``batch_size``, ``max_iter``,
+        ``max_doc_update_iter`` or ``eval_window`` are not integers in range,
+        ``alpha``, ``eta`` are not positive, ``tau0``, ``tol``,
+        ``mean_change_tol`` are negative, ``kappa`` lies outside [0, 1],
+        ``shuffle`` is not a bool, ``lambda_init`` is not positive and of
+        shape (n_topics, n_words), or ``seed`` is invalid.
+
+    Warns
+    -----
+    UserWarning
+        If ``kappa <= 0.5`` with ``batch_size < n_documents``.
+    vicourse.ConvergenceWarning
+        If ``tol > 0`` and the stopping rule is not met within ``max_iter`` passes.
+
+    References
+    ----------
+    Hoffman, Blei and Bach (2010), "Online learning for latent Dirichlet
+    allocation", NeurIPS, Algorithm 2; Hoffman, Blei, Wang and Paisley (2013),
+    Section 5; scikit-learn's ``sklearn/decomposition/_lda.py``.
+    """
+    counts = _check_counts(counts)
+    D, V = counts.shape
+    K = check_int(n_topics, "n_topics", maximum=10**6)
+    if K * V > _MAX_TOPIC_ENTRIES:
+        raise ValueError(f"n_topics * n_words = {K * V} numbers per topic matrix is more than "
+                         f"{_MAX_TOPIC_ENTRIES}; reduce n_topics or the vocabulary")
+    alpha = 1.0 / K if alpha is None else check_scalar(alpha, "alpha", positive=True)
+    eta = 1.0 / K if eta is None else check_scalar(eta, "eta", positive=True)
+    batch_size = _check_batch_size(batch_size, D, "documents")
+    tau0, kappa = _check_schedule(tau0, kappa)
+    max_iter = check_int(max_iter, "max_iter", maximum=10**6)
+    rng = as_rng(seed)
+    shuffle = check_bool(shuffle, "shuffle")
+    max_doc_update_iter = check_int(max_doc_update_iter, "max_doc_update_iter", maximum=10**6)
+    mean_change_tol = check_scalar(mean_change_tol, "mean_change_tol", nonnegative=True)
+    tol, eval_window = _check_stopping(tol, eval_window)
+    if lambda_init is None:
+        lam_t = rng.gamma(100.0, 0.01, (K, V)).T.copy()          # scikit-learn's draw, stored (V, K)
+    else:
+        lam = as_float_array(lambda_init, "lambda_init", ndim=2)
+        if lam.shape != (K, V):
+            raise ValueError(f"lambda_init must have shape (n_topics, n_words) = ({K}, {V}); "
+                             f"got {lam.shape}")
+        if np.any(lam <= 0):
+            raise ValueError(f"lambda_init must be positive; smallest entry is {lam.min():.3g}")
+        lam_t = lam.T.copy()
+    _warn_if_not_robbins_monro(kappa, batch_size, D, "svi.online_lda")
+
+    # The topics are stored transposed, (V, K): a document's words are then rows.
+    elog_beta_t = _dirichlet_expectation(lam_t, axis=0)
+    stop = _WindowedStop(tol, eval_window)
+    elbos: list[float] = []
+    rhos: list[float] = []
+    converged = False
+    t = 0
+    passes = 0
+    for _ in range(max_iter):
+        order = rng.permutation(D) if shuffle else None
+        for start in range(0, D, batch_size):
+            rows = slice(start, min(start + batch_size, D))
+            Xb = counts[order[rows]] if shuffle else counts[rows]
+            gamma0 = rng.gamma(100.0, 0.01, (Xb.shape[0], K))
+            exp_elog_beta_t = np.exp(elog_beta_t)
+            gamma, sstats, elog_theta = _lda_local_step(Xb, exp_elog_beta_t, alpha, gamma0,
+                                                        max_doc_update_iter, mean_change_tol)
+            ratio = D / Xb.shape[0]
+            estimate = (ratio * _lda_local_elbo(Xb, gamma, elog_theta, elog_beta_t, alpha)
+                        + _lda_global_elbo(lam_t, elog_beta_t, eta))
+            if not math.isfinite(estimate):
+                raise ValueError(f"the ELBO estimate became {estimate} at step {t + 1}; "
+                                 "try larger alpha and eta")
+            elbos.append(estimate)
+            t += 1
+            rho = (t + tau0) ** -kappa
+            rhos.append(rho)
+            lam_t *= 1.0 - rho
+            lam_t += rho * (eta + ratio * sstats)
+            elog_beta_t = _dirichlet_expectation(lam_t, axis=0)
+            converged = stop(elbos)
+            if converged:
+                break
+        passes += 1
+        if converged:
+            break
+    if not converged:
+        stop.warn("svi.online_lda", t)
+    # gamma of every document for the returned topics, from gamma = 1 (scikit-learn's transform)
+    exp_elog_beta_t = np.exp(elog_beta_t)
+    gamma = np.ones((D, K))
+    elbo = _lda_global_elbo(lam_t, elog_beta_t, eta)
+    for start in range(0, D, batch_size):
+        rows = slice(start, min(start + batch_size, D))
+        g, _, elog_theta = _lda_local_step(counts[rows], exp_elog_beta_t, alpha, gamma[rows],
+                                           max_doc_update_iter, mean_change_tol)
+        elbo += _lda_local_elbo(counts[rows], g, elog_theta, elog_beta_t, alpha)
+    info = {"step_sizes": np.asarray(rhos), "passes": passes, "elbo": elbo}
+    if tol > 0:
+        info["window_means"] = np.asarray(stop.means)
+    return OnlineLDAFit(lam_t.T.copy(), gamma, np.asarray(elbos), t, converged, info)
