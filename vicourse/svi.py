@@ -164,7 +164,7 @@ def _check_stopping(tol, eval_window) -> tuple[float, int]:
 def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0, kappa: float = 0.7,
                  seed=None, alpha0=None, beta0: float = 1.0, m0=None, W0=None, nu0=None,
                  reg_covar: float = 1e-6, tol: float = 0.0, eval_window: int = 100,
-                 snapshot_every: int | None = None) -> BayesianGMMFit:
+                 snapshot_every: int | None = None, compute_resp: bool = True) -> BayesianGMMFit:
     r"""Stochastic VI for the variational Gaussian mixture of :func:`vicourse.cavi.bayesian_gmm`.
 
     Implements {eq}`eq-svi-step` of Chapter 8 for Bishop's mixture.  The
@@ -212,6 +212,12 @@ def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0
         Keep the global factor every this many steps (and after the last), in
         ``info["snapshots"]``, e.g. to evaluate :func:`bayesian_gmm_elbo`
         along the run.
+    compute_resp : bool
+        After the last step, set every point's responsibilities for the
+        returned global factor (one pass over ``X``, an (n_samples, K)
+        array) and the ELBO of the fit on the whole data.  ``False`` skips
+        that pass (``resp=None``, no ``info["elbo"]``), so that nothing in
+        memory grows with ``n_samples``.
 
     Returns
     -------
@@ -221,10 +227,10 @@ def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0
         responsibilities set optimally and its statistics scaled by
         :math:`n / |B|`.  It is unbiased for :func:`bayesian_gmm_elbo` of that
         factor.  ``resp`` are the responsibilities of every point under the
-        returned global factor (one pass over the data at the end).
-        ``info`` holds ``"step_sizes"`` (the :math:`\rho_t` used),
-        ``"elbo"`` (the ELBO of the returned fit on the whole data, from that
-        last pass), ``"window_means"`` (the windowed means of the stopping
+        returned global factor (one pass over the data at the end; None if
+        ``compute_resp=False``).  ``info`` holds ``"step_sizes"`` (the
+        :math:`\rho_t` used), ``"elbo"`` (the ELBO of the returned fit on the
+        whole data, from that last pass), ``"window_means"`` (the windowed means of the stopping
         rule, if ``tol > 0``) and ``"snapshots"`` (if asked: fits with
         ``resp=None`` and ``n_iter`` the step they were taken after).
 
@@ -234,8 +240,9 @@ def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0
         As :func:`vicourse.cavi.bayesian_gmm` for the data and the prior; if
         ``batch_size`` is not an integer in [1, n_samples], ``steps``,
         ``eval_window`` or ``snapshot_every`` are not positive integers,
-        ``tau0`` or ``tol`` are negative, ``kappa`` lies outside [0, 1] or
-        ``seed`` is invalid; and if the bound becomes non-finite.
+        ``tau0`` or ``tol`` are negative, ``kappa`` lies outside [0, 1],
+        ``compute_resp`` is not a bool or ``seed`` is invalid; and if the
+        bound becomes non-finite.
 
     Warns
     -----
@@ -259,6 +266,7 @@ def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0
     tol, eval_window = _check_stopping(tol, eval_window)
     if snapshot_every is not None:
         snapshot_every = check_int(snapshot_every, "snapshot_every")
+    compute_resp = check_bool(compute_resp, "compute_resp")
     _warn_if_not_robbins_monro(kappa, batch_size, n, "svi.bayesian_gmm")
 
     stats = _vbgmm.stats_from_resp(X, prior.shift, resp)
@@ -280,10 +288,13 @@ def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0
             break
     if not converged:
         stop.warn("svi.bayesian_gmm", steps)
-    resp = np.empty_like(resp)
-    full, neg_entropy = _vbgmm.local_step(params, X, prior.shift, out=resp)
-    info = {"step_sizes": np.asarray(rhos),
-            "elbo": _vbgmm.finite_elbo(_vbgmm.elbo(prior, params, full, neg_entropy), "the end")}
+    info = {"step_sizes": np.asarray(rhos)}
+    if compute_resp:
+        resp = np.empty_like(resp)
+        full, neg_entropy = _vbgmm.local_step(params, X, prior.shift, out=resp)
+        info["elbo"] = _vbgmm.finite_elbo(_vbgmm.elbo(prior, params, full, neg_entropy), "the end")
+    else:
+        resp = None
     if tol > 0:
         info["window_means"] = np.asarray(stop.means)
     if snapshot_every is not None:
