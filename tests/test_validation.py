@@ -171,6 +171,17 @@ def test_call_log_density_allows_minus_infinity_only_when_asked():
         v.call_log_density(minus_inf, z, "f")
 
 
+def test_call_log_density_tells_huge_finite_values_from_bad_ones():
+    # The common path checks the sum of the values; a sum that overflows, or an allowed
+    # -inf next to a NaN, must still be judged value by value.
+    z = torch.zeros(3, 1, dtype=torch.float64)
+    huge = torch.tensor([1e308, 1e308, -1.0], dtype=torch.float64)
+    torch.testing.assert_close(v.call_log_density(lambda z: huge, z, "f"), huge)
+    mixed = torch.tensor([-float("inf"), float("nan"), 0.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"f must return finite or -inf values; got 1 .*rows \[1\]"):
+        v.call_log_density(lambda z: mixed, z, "f", allow_neg_inf=True)
+
+
 def test_call_log_density_requires_a_graph_when_differentiating():
     z = torch.zeros(3, 2, dtype=torch.float64, requires_grad=True)
     detached = lambda z: torch.as_tensor(z.detach().numpy().sum(1))  # noqa: E731

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.distributions import constraints, transform_to
 
 from vicourse._validation import as_float_array, check_choice
 
-__all__ = ["COVARIANCE_TYPES", "GaussianFit", "check_covariance_type", "check_loc_scale_tril"]
+__all__ = ["COVARIANCE_TYPES", "GaussianFit", "check_covariance_type", "check_loc_scale_tril",
+           "scale_tril_from_unconstrained", "unconstrained_from_scale_tril"]
 
 #: The two Gaussian families: a full covariance, or a diagonal one (mean field).
 COVARIANCE_TYPES = ("full", "diag")
@@ -51,6 +53,35 @@ def check_loc_scale_tril(loc, scale_tril, covariance_type: str = "full",
     if check_covariance_type(covariance_type) == "diag" and np.any(np.tril(tril, -1) != 0):
         raise ValueError(f"{tril_name} must be diagonal for covariance_type='diag'")
     return loc, tril
+
+
+#: :math:`\tilde L \mapsto L`: exp on the diagonal, identity below it (torch's own transform).
+_LOWER_CHOLESKY = transform_to(constraints.lower_cholesky)
+
+
+def unconstrained_from_scale_tril(scale_tril: torch.Tensor, covariance_type: str) -> torch.Tensor:
+    r"""The one unconstrained parameterisation of ``scale_tril`` (CONTRIBUTING.md).
+
+    ``"full"``: :math:`L` with its diagonal replaced by :math:`\log L_{ii}`, shape
+    (..., d, d), the inverse of
+    ``torch.distributions.transform_to(constraints.lower_cholesky)``;
+    ``"diag"``: the log standard deviations :math:`\log L_{ii}`, shape (..., d).
+    Gradients with respect to a Gaussian's scale are taken in this parameterisation.
+    """
+    if covariance_type == "diag":
+        return scale_tril.diagonal(dim1=-2, dim2=-1).log()
+    return _LOWER_CHOLESKY.inv(scale_tril)
+
+
+def scale_tril_from_unconstrained(param: torch.Tensor, covariance_type: str) -> torch.Tensor:
+    """:math:`L` from its unconstrained parameter; the inverse of :func:`unconstrained_from_scale_tril`.
+
+    Batched: ``param`` of shape (..., d) for ``"diag"`` or (..., d, d) for
+    ``"full"`` gives ``scale_tril`` of shape (..., d, d).
+    """
+    if covariance_type == "diag":
+        return torch.diag_embed(param.exp())
+    return _LOWER_CHOLESKY(param)
 
 
 @dataclass(frozen=True)

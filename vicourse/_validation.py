@@ -301,16 +301,22 @@ def call_log_density(fn, z: torch.Tensor, name: str, *, allow_neg_inf: bool = Fa
     if values.shape != (z.shape[0],):
         raise ValueError(f"{name} must map points of shape {tuple(z.shape)} to shape "
                          f"({z.shape[0]},), one value per row; got shape {tuple(values.shape)}")
-    values = values.to(z.dtype)
-    with torch.no_grad():
-        bad = torch.isnan(values) | torch.isposinf(values)
+    if values.dtype != z.dtype:
+        values = values.to(z.dtype)
+    # This runs at every step of a stochastic fit, so the common path is one reduction:
+    # the sum of the values is finite when every value is (it may also overflow, or hold
+    # an allowed -inf; then the values are looked at one by one).
+    if not math.isfinite(float(values.detach().sum())):
+        detached = values.detach()
+        bad = torch.isnan(detached) | torch.isposinf(detached)
         if not allow_neg_inf:
-            bad = bad | torch.isneginf(values)
-    if bool(bad.any()):
-        rows = torch.nonzero(bad).flatten()[:3].tolist()
-        allowed = "finite or -inf" if allow_neg_inf else "finite"
-        raise ValueError(f"{name} must return {allowed} values; got {int(bad.sum())} that are "
-                         f"not (first at rows {rows}), e.g. NaN from a log of a negative number")
+            bad = bad | torch.isneginf(detached)
+        if bool(bad.any()):
+            rows = torch.nonzero(bad).flatten()[:3].tolist()
+            allowed = "finite or -inf" if allow_neg_inf else "finite"
+            raise ValueError(f"{name} must return {allowed} values; got {int(bad.sum())} that "
+                             f"are not (first at rows {rows}), e.g. NaN from a log of a negative "
+                             "number")
     if differentiable and not values.requires_grad and z.requires_grad:
         raise ValueError(f"{name} must be differentiable with torch operations: its output "
                          "does not depend on its input through autograd")

@@ -1,11 +1,16 @@
 """Mean-field variational inference by coordinate ascent, CAVI (Chapter 3).
 
 Each fit maximises the evidence lower bound over a factorised family
-:math:`q(z) = \\prod_j q_j(z_j)` by the mean-field update
-:math:`\\log q_j^*(z_j) = \\mathbb E_{-j} \\log p(x, z) + \\text{const}`
-({eq}`eq-mf-update`), one factor at a time.  Every fit stores the ELBO after
-every sweep (``elbos``), *including all constants*, so that it can be compared
-with a log evidence, and returns ``n_iter`` and ``converged``.
+:math:`q(w) = \\prod_j q_j(w_j)` by the mean-field update
+:math:`\\log q_j^*(w_j) = \\mathbb E_{-j} \\log p(x, w) + \\text{const}`
+({eq}`eq-mf-update`), one factor at a time.  Every fit follows the loop of
+CONTRIBUTING.md: it stores the ELBO after every sweep (``elbos``), *with
+every constant*, so that it can be compared with a log evidence; it stops
+when the ELBO changes by less than ``tol`` per data point; and it returns
+``n_iter`` and ``converged``.  A fit that stops at ``max_iter`` without
+meeting that rule issues :class:`vicourse.ConvergenceWarning`, and so does a
+fit whose ELBO decreases by more than rounding explains (coordinate ascent
+never lowers it, so a decrease is the symptom of a bug).
 
 =========================  ============================================================
 function                   model
@@ -20,10 +25,15 @@ The Normal-Gamma model also has its exact posterior, log evidence and the
 ELBO of any member of the factorised family (:func:`normal_gamma_posterior`,
 :func:`normal_gamma_log_evidence`, :func:`normal_gamma_elbo`), so that the
 chapter can compare CAVI with the exact answer.
+
+Every array argument may be a NumPy array, a torch tensor or a nested
+sequence of numbers; every scalar may be a Python or NumPy number or a 0-d
+array or tensor (CONTRIBUTING.md, *Errors*).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -31,19 +41,21 @@ import numpy as np
 from scipy.special import digamma, gammaln, logsumexp
 
 from vicourse import _vbgmm
+from vicourse._gaussian import GaussianFit
 from vicourse._validation import (
+    _describe,
     as_float_array,
     as_rng,
     check_int,
     check_scalar,
     check_spd,
 )
+from vicourse.exceptions import ConvergenceWarning
 
 __all__ = [
     "BayesianGMMFit",
-    "GMMResult",
-    "Gaussian2DResult",
-    "NormalGammaResult",
+    "NormalGammaFit",
+    "UnitVarianceGMMFit",
     "bayesian_gmm",
     "gaussian_2d",
     "gmm",
@@ -55,64 +67,102 @@ __all__ = [
 
 _LOG_2PI = np.log(2.0 * np.pi)
 
+# A decrease of the ELBO smaller than this, relative to max(1, |ELBO|), is
+# rounding (the bound sums many terms of its own size); a larger one warns.
+_ROUNDING_RTOL = 1e-10
+
+# gmm keeps a few (n, K) float64 arrays; refuse n * K above this (512 MiB each).
+_MAX_RESP_ENTRIES = 2**26
 
 # ----------------------------------------------------------------------------
 # Shared piece: the one loop shape of every fit
 # ----------------------------------------------------------------------------
 
-def _iterate(sweep, max_iter: int, tol: float, what: str):
+def _iterate(sweep, max_iter: int, tol: float, what: str, *, n_samples: int = 1):
     """Call ``sweep()`` (which updates every factor once and returns the ELBO)
-    until the ELBO changes by less than ``tol`` or ``max_iter`` sweeps are done.
+    until the ELBO changes by less than ``tol * n_samples`` or ``max_iter``
+    sweeps are done.
 
-    Returns ``(elbos, n_iter, converged)``; warns if not converged.
+    ``tol`` is per data point (CONTRIBUTING.md, *the tolerance*); a target with
+    no data passes ``n_samples=1``.  With ``tol=0`` every one of the
+    ``max_iter`` sweeps runs and no warning is given for stopping there.
+
+    Returns ``(elbos, n_iter, converged)``.
+
+    Raises
+    ------
+    ValueError
+        If the ELBO becomes NaN or infinite, naming the sweep.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If ``tol > 0`` and the rule was not met within ``max_iter`` sweeps, or
+        if the ELBO decreased by more than rounding explains at some sweep.
     """
     elbos = []
     converged = False
-    for _ in range(max_iter):
-        elbos.append(float(sweep()))
-        if len(elbos) > 1 and abs(elbos[-1] - elbos[-2]) < tol:
+    for sweep_number in range(1, max_iter + 1):
+        value = float(sweep())
+        if not math.isfinite(value):
+            raise ValueError(f"{what}: the ELBO became {value} at sweep {sweep_number}; the "
+                             "input is beyond what float64 arithmetic can represent here "
+                             "(rescale the data or the prior)")
+        elbos.append(value)
+        if len(elbos) > 1 and abs(elbos[-1] - elbos[-2]) < tol * n_samples:
             converged = True
             break
-    if not converged:
+    elbos = np.asarray(elbos)
+    _warn_if_decreased(elbos, what)
+    if not converged and tol > 0:
+        change = (elbos[-1] - elbos[-2]) / n_samples if elbos.size > 1 else float("nan")
+        per = " per data point" if n_samples > 1 else ""
         warnings.warn(
             f"{what}: CAVI did not converge in max_iter={max_iter} sweeps (last ELBO change "
-            f"{elbos[-1] - elbos[-2] if len(elbos) > 1 else float('nan'):.3g}, tol={tol:g}); "
-            "increase max_iter or tol, or try another initialisation.",
-            UserWarning,
-            stacklevel=3,
+            f"{change:.3g}{per}, tol={tol:g}); increase max_iter or tol, or start elsewhere.",
+            ConvergenceWarning, stacklevel=3,
         )
-    return np.asarray(elbos), len(elbos), converged
+    return elbos, int(elbos.size), converged
+
+
+def _warn_if_decreased(elbos: np.ndarray, what: str) -> None:
+    """Warn once if any sweep lowered the ELBO by more than rounding explains."""
+    if elbos.size < 2:
+        return
+    drops = elbos[:-1] - elbos[1:]
+    beyond = drops > _ROUNDING_RTOL * np.maximum(1.0, np.abs(elbos[:-1]))
+    if beyond.any():
+        worst = int(np.argmax(np.where(beyond, drops, -np.inf)))
+        warnings.warn(
+            f"{what}: the ELBO decreased at {int(beyond.sum())} of {elbos.size - 1} sweeps, by "
+            f"up to {drops[worst]:.3g} nats (after sweep {worst + 2}). Coordinate ascent never "
+            "lowers the ELBO, so an update or the bound is wrong, or float64 rounding lost "
+            "the result (check for data or prior values of very different scales).",
+            ConvergenceWarning, stacklevel=4,
+        )
+
+
+def _data_2d(X, name: str = "X") -> np.ndarray:
+    X = as_float_array(X, name, ndim=2)
+    if X.shape[0] < 2:
+        raise ValueError(f"{name} must have at least 2 rows; got shape {X.shape}")
+    return X
+
+
+def _vector(value, name: str, d: int) -> np.ndarray:
+    """A finite float vector of length ``d``."""
+    vector = as_float_array(value, name, ndim=1)
+    if vector.shape != (d,):
+        raise ValueError(f"{name} must have shape ({d},); got shape {vector.shape}")
+    return vector
 
 
 # ----------------------------------------------------------------------------
 # 1. A correlated Gaussian target (Bishop 2006, Section 10.1.2)
 # ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Gaussian2DResult:
-    """The factorised fit ``q(z1) q(z2)`` of a 2-D Gaussian, returned by :func:`gaussian_2d`.
-
-    Attributes
-    ----------
-    means : ndarray of shape (2,)
-        Means of the two factors.
-    variances : ndarray of shape (2,)
-        Variances of the two factors, :math:`1 / \\Lambda_{ii}`.
-    elbos : ndarray of shape (n_iter,)
-        The ELBO after every sweep; the target is normalised, so its log
-        evidence is 0 and ``elbos = -KL(q || p)``.
-    n_iter : int
-    converged : bool
-    """
-
-    means: np.ndarray
-    variances: np.ndarray
-    elbos: np.ndarray
-    n_iter: int
-    converged: bool
-
-
-def gaussian_2d(mean, cov, *, init=None, max_iter: int = 100, tol: float = 1e-12) -> Gaussian2DResult:
+def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
+                tol: float = 1e-12) -> GaussianFit:
     r"""CAVI for a factorised Gaussian fit :math:`q(z_1) q(z_2)` of :math:`p(z) = \mathcal N(\mu, \Sigma)`.
 
     Implements {eq}`eq-mf-gauss-update` of Chapter 3: with
@@ -130,56 +180,85 @@ def gaussian_2d(mean, cov, *, init=None, max_iter: int = 100, tol: float = 1e-12
 
     Parameters
     ----------
-    mean : array of shape (2,)
-        :math:`\mu`.
-    cov : array of shape (2, 2), symmetric positive definite
-        :math:`\Sigma`.
-    init : array of shape (2,), optional
-        Starting means of the factors; default ``(0, 0)``.
+    loc : array of shape (2,)
+        :math:`\mu`, the target's mean.
+    covariance_matrix : array of shape (2, 2), symmetric positive definite
+        :math:`\Sigma`, the target's covariance.
+    init_loc : array of shape (2,), optional
+        Starting means :math:`(m_1, m_2)` of the factors; default ``(0, 0)``.
+        (Only :math:`m_2` enters the first update.)
     max_iter : int, >= 1
+        Largest number of sweeps.
     tol : float, >= 0
-        Stop when the ELBO changes by less than ``tol`` in one sweep.
+        Stop when the ELBO changes by less than ``tol`` in one sweep (the
+        target has no data, so this is the change itself).  ``tol=0`` runs
+        all ``max_iter`` sweeps.
 
     Returns
     -------
-    Gaussian2DResult
+    GaussianFit
+        With ``covariance_type="diag"``: ``loc`` is :math:`(m_1, m_2)`,
+        ``scale_tril`` is :math:`\mathrm{diag}(\Lambda_{11}^{-1/2}, \Lambda_{22}^{-1/2})`
+        (the variances are set by the first sweep and never change), and
+        ``info["loc_path"]``, of shape ``(n_iter + 1, 2)``, holds the means
+        at the start (row 0) and after every sweep.
 
     Raises
     ------
     ValueError
-        If ``mean`` or ``init`` is not a finite 2-vector, ``cov`` is not
-        symmetric positive definite, or ``max_iter``/``tol`` are invalid.
+        If ``loc`` or ``init_loc`` is not a finite 2-vector,
+        ``covariance_matrix`` is not symmetric positive definite, or
+        ``max_iter``/``tol`` are invalid.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If ``tol > 0`` and the ELBO still changed by ``tol`` or more in the
+        last of ``max_iter`` sweeps.
+
+    Notes
+    -----
+    The updates are run on the errors :math:`e = m - \mu`, for which they
+    read :math:`e_1 \leftarrow -\Lambda_{11}^{-1}\Lambda_{12} e_2`: exact
+    whatever the size of :math:`\mu` (a target centred at :math:`10^8`
+    gives the same fit, shifted).  Each sweep multiplies :math:`e_1` by
+    :math:`\rho^2 = \Lambda_{12}^2 / (\Lambda_{11}\Lambda_{22})`, the
+    squared correlation of the target ({eq}`eq-mf-gauss-rate`).
 
     References
     ----------
     Bishop (2006), Section 10.1.2, equations (10.11)-(10.15).
     """
-    mean = as_float_array(mean, "mean", ndim=1)
-    if mean.shape != (2,):
-        raise ValueError(f"mean must have shape (2,); got {mean.shape}")
-    cov = check_spd(cov, "cov", dim=2)
-    m = np.zeros(2) if init is None else as_float_array(init, "init", ndim=1).copy()
-    if m.shape != (2,):
-        raise ValueError(f"init must have shape (2,); got {m.shape}")
+    loc = _vector(loc, "loc", 2)
+    cov = check_spd(covariance_matrix, "covariance_matrix", dim=2)
+    start = np.zeros(2) if init_loc is None else _vector(init_loc, "init_loc", 2)
     max_iter = check_int(max_iter, "max_iter")
     tol = check_scalar(tol, "tol", nonnegative=True)
 
+    # Lambda_11^-1 Lambda_12 = -Sigma_12 / Sigma_22, and 1 / Lambda_11 is the
+    # conditional variance Sigma_11 - Sigma_12^2 / Sigma_22 (a Schur complement).
+    coupling = np.array([cov[0, 1] / cov[1, 1], cov[0, 1] / cov[0, 0]])
+    variances = np.array([cov[0, 0] - cov[0, 1] * coupling[0],
+                          cov[1, 1] - cov[0, 1] * coupling[1]])
     prec = np.linalg.inv(cov)
-    variances = 1.0 / np.diag(prec)
     _, logdet_cov = np.linalg.slogdet(cov)
+    error = start - loc
+    path = [start.copy()]
 
     def sweep():
-        m[0] = mean[0] - prec[0, 1] / prec[0, 0] * (m[1] - mean[1])
-        m[1] = mean[1] - prec[1, 0] / prec[1, 1] * (m[0] - mean[0])
-        diff = m - mean
-        # E_q log p(z) = -log|2 pi Sigma|/2 - (tr(Lambda diag v) + diff' Lambda diff) / 2
+        error[0] = coupling[0] * error[1]        # e_1 <- -Lambda_11^-1 Lambda_12 e_2
+        error[1] = coupling[1] * error[0]
+        path.append(loc + error)
+        # E_q log p(z) = -log|2 pi Sigma| / 2 - (tr(Lambda diag v) + e' Lambda e) / 2
         expected_log_p = -0.5 * (2 * _LOG_2PI + logdet_cov + prec.diagonal() @ variances
-                                 + diff @ prec @ diff)
+                                 + error @ prec @ error)
         entropy = 0.5 * np.sum(_LOG_2PI + 1.0 + np.log(variances))
         return expected_log_p + entropy
 
     elbos, n_iter, converged = _iterate(sweep, max_iter, tol, "gaussian_2d")
-    return Gaussian2DResult(m.copy(), variances, elbos, n_iter, converged)
+    return GaussianFit(loc=loc + error, scale_tril=np.diag(np.sqrt(variances)),
+                       covariance_type="diag", elbos=elbos, n_iter=n_iter, converged=converged,
+                       info={"loc_path": np.asarray(path)})
 
 
 # ----------------------------------------------------------------------------
@@ -187,21 +266,29 @@ def gaussian_2d(mean, cov, *, init=None, max_iter: int = 100, tol: float = 1e-12
 # ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class NormalGammaResult:
+class NormalGammaFit:
     r"""The fit :math:`q(\mu) q(\tau)` returned by :func:`normal_gamma`.
 
-    :math:`q(\mu) = \mathcal N(\mu_N, \lambda_N^{-1})` and
-    :math:`q(\tau) = \mathrm{Gam}(a_N, b_N)` (shape, rate), Bishop's
-    parameterisation.
+    :math:`q(\mu) = \mathcal N(\mu_n, \lambda_n^{-1})` and
+    :math:`q(\tau) = \mathrm{Gam}(a_n, b_n)` (shape, rate), Bishop's
+    parameterisation (his :math:`\mu_N, \lambda_N, a_N, b_N`).
 
     Attributes
     ----------
-    mu_n, lambda_n, a_n, b_n : float
+    mu_n : float
+        The mean of :math:`q(\mu)`.
+    lambda_n : float
+        The precision of :math:`q(\mu)` itself (not a multiplier of
+        :math:`\tau`, as in the exact posterior).
+    a_n, b_n : float
+        Shape and rate of :math:`q(\tau)`; :math:`\mathbb E_q[\tau] = a_n / b_n`.
     elbos : ndarray of shape (n_iter,)
         The ELBO after every sweep, with every constant, so that it is
         directly comparable with :func:`normal_gamma_log_evidence`.
     n_iter : int
+        Sweeps run.
     converged : bool
+        Whether the ELBO changed by less than ``tol`` per data point.
     path : ndarray of shape (n_iter + 1, 4)
         ``(mu_n, lambda_n, a_n, b_n)`` at the start (row 0) and after every sweep.
     """
@@ -221,8 +308,20 @@ def _normal_gamma_prior(mu0, lambda0, a0, b0):
             check_scalar(a0, "a0", positive=True), check_scalar(b0, "b0", positive=True))
 
 
-def _data_1d(x) -> np.ndarray:
-    return as_float_array(x, "x", ndim=1)
+def _statistics_1d(x) -> tuple[np.ndarray, int, float, float]:
+    """``x`` validated, with its size, mean and sum of squares about the mean."""
+    x = as_float_array(x, "x", ndim=1)
+    xbar = float(x.mean())
+    return x, x.size, xbar, float(np.sum((x - xbar) ** 2))
+
+
+def _exact_posterior(n, xbar, ss, mu0, lambda0, a0, b0):
+    """(eq-mf-ng-exact), through xbar - mu0 only, so that a common offset of both cancels."""
+    lambda_p = lambda0 + n
+    offset = xbar - mu0
+    mu_p = mu0 + (n / lambda_p) * offset
+    b_p = b0 + 0.5 * ss + 0.5 * n * (lambda0 / lambda_p) * offset**2
+    return mu_p, lambda_p, a0 + 0.5 * n, b_p
 
 
 def normal_gamma_posterior(x, *, mu0, lambda0, a0, b0) -> tuple[float, float, float, float]:
@@ -232,28 +331,32 @@ def normal_gamma_posterior(x, *, mu0, lambda0, a0, b0) -> tuple[float, float, fl
     :math:`\tau \sim \mathrm{Gam}(a_0, b_0)`,
     :math:`\mu \mid \tau \sim \mathcal N(\mu_0, (\lambda_0 \tau)^{-1})`,
     :math:`x_i \mid \mu, \tau \sim \mathcal N(\mu, \tau^{-1})`, the posterior
-    is :math:`\mathcal N(\mu \mid \mu_n, (\lambda_n \tau)^{-1})\,\mathrm{Gam}(\tau \mid a_n, b_n)` with
+    is :math:`\mathcal N(\mu \mid \mu_p, (\lambda_p \tau)^{-1})\,\mathrm{Gam}(\tau \mid a_p, b_p)` with
 
     .. math::
 
-        \lambda_n = \lambda_0 + n, \quad
-        \mu_n = \frac{\lambda_0 \mu_0 + n \bar x}{\lambda_n}, \quad
-        a_n = a_0 + \frac n2, \quad
-        b_n = b_0 + \frac12 \sum_i (x_i - \bar x)^2
-              + \frac{\lambda_0 n (\bar x - \mu_0)^2}{2 \lambda_n}.
+        \lambda_p = \lambda_0 + n, \quad
+        \mu_p = \frac{\lambda_0 \mu_0 + n \bar x}{\lambda_p}, \quad
+        a_p = a_0 + \frac n2, \quad
+        b_p = b_0 + \frac12 \sum_i (x_i - \bar x)^2
+              + \frac{\lambda_0 n (\bar x - \mu_0)^2}{2 \lambda_p}.
 
-    (Here :math:`\lambda_n` multiplies :math:`\tau`; in the mean-field fit
+    (Here :math:`\lambda_p` multiplies :math:`\tau`; in the mean-field fit
     ``lambda_n`` is the precision of :math:`q(\mu)` itself.)
 
     Parameters
     ----------
     x : array of shape (n,)
+        The data.
     mu0 : float
+        :math:`\mu_0`, the prior mean of :math:`\mu`.
     lambda0, a0, b0 : float, > 0
+        :math:`\lambda_0` (prior precision of :math:`\mu` in units of
+        :math:`\tau`), and the shape and rate of the Gamma prior of :math:`\tau`.
 
     Returns
     -------
-    mu_n, lambda_n, a_n, b_n : float
+    mu_p, lambda_p, a_p, b_p : float
 
     Raises
     ------
@@ -264,14 +367,9 @@ def normal_gamma_posterior(x, *, mu0, lambda0, a0, b0) -> tuple[float, float, fl
     ----------
     Bishop (2006), Section 2.3.6 and Exercise 2.44; Murphy (2012), Section 4.6.3.
     """
-    x = _data_1d(x)
-    mu0, lambda0, a0, b0 = _normal_gamma_prior(mu0, lambda0, a0, b0)
-    n, xbar = x.size, x.mean()
-    lambda_n = lambda0 + n
-    mu_n = (lambda0 * mu0 + n * xbar) / lambda_n
-    a_n = a0 + 0.5 * n
-    b_n = b0 + 0.5 * np.sum((x - xbar) ** 2) + lambda0 * n * (xbar - mu0) ** 2 / (2 * lambda_n)
-    return float(mu_n), float(lambda_n), float(a_n), float(b_n)
+    _, n, xbar, ss = _statistics_1d(x)
+    prior = _normal_gamma_prior(mu0, lambda0, a0, b0)
+    return tuple(float(v) for v in _exact_posterior(n, xbar, ss, *prior))
 
 
 def normal_gamma_log_evidence(x, *, mu0, lambda0, a0, b0) -> float:
@@ -282,16 +380,17 @@ def normal_gamma_log_evidence(x, *, mu0, lambda0, a0, b0) -> float:
 
     .. math::
 
-        \log p(x) = \log\Gamma(a_n) - \log\Gamma(a_0) + a_0 \log b_0 - a_n \log b_n
-                    + \tfrac12 \log\frac{\lambda_0}{\lambda_n} - \tfrac n2 \log 2\pi,
+        \log p(x) = \log\Gamma(a_p) - \log\Gamma(a_0) + a_0 \log b_0 - a_p \log b_p
+                    + \tfrac12 \log\frac{\lambda_0}{\lambda_p} - \tfrac n2 \log 2\pi,
 
-    with :math:`a_n, b_n, \lambda_n` from :func:`normal_gamma_posterior`.
+    with :math:`a_p, b_p, \lambda_p` from :func:`normal_gamma_posterior`.
 
     Parameters
     ----------
     x : array of shape (n,)
     mu0 : float
     lambda0, a0, b0 : float, > 0
+        As in :func:`normal_gamma_posterior`.
 
     Returns
     -------
@@ -306,19 +405,21 @@ def normal_gamma_log_evidence(x, *, mu0, lambda0, a0, b0) -> float:
     ----------
     Murphy (2012), Section 4.6.3.7 (the marginal likelihood of the NIG model).
     """
-    _, lambda_n, a_n, b_n = normal_gamma_posterior(x, mu0=mu0, lambda0=lambda0, a0=a0, b0=b0)
-    n = np.size(x)
-    return float(gammaln(a_n) - gammaln(a0) + a0 * np.log(b0) - a_n * np.log(b_n)
-                 + 0.5 * np.log(lambda0 / lambda_n) - 0.5 * n * _LOG_2PI)
+    _, n, xbar, ss = _statistics_1d(x)
+    mu0, lambda0, a0, b0 = _normal_gamma_prior(mu0, lambda0, a0, b0)
+    _, lambda_p, a_p, b_p = _exact_posterior(n, xbar, ss, mu0, lambda0, a0, b0)
+    return float(gammaln(a_p) - gammaln(a0) + a0 * np.log(b0) - a_p * np.log(b_p)
+                 + 0.5 * np.log(lambda0 / lambda_p) - 0.5 * n * _LOG_2PI)
 
 
-def _normal_gamma_elbo(n, xbar, ss, mu_n, lambda_n, a_n, b_n, mu0, lambda0, a0, b0):
-    """The ELBO from the data's sufficient statistics (n, mean, sum of squares about the mean)."""
+def _normal_gamma_elbo(n, ss, data_offset, prior_offset, lambda_n, a_n, b_n, lambda0, a0, b0):
+    """The ELBO from the data's statistics: n, the sum of squares ss about the mean xbar,
+    and the offsets xbar - mu_n and mu_n - mu0 (the only places the locations enter)."""
     e_tau = a_n / b_n
     e_log_tau = digamma(a_n) - np.log(b_n)
     # E_q sum_i (x_i - mu)^2 and E_q (mu - mu0)^2
-    e_sq_data = ss + n * ((xbar - mu_n) ** 2 + 1.0 / lambda_n)
-    e_sq_prior = (mu_n - mu0) ** 2 + 1.0 / lambda_n
+    e_sq_data = ss + n * (data_offset**2 + 1.0 / lambda_n)
+    e_sq_prior = prior_offset**2 + 1.0 / lambda_n
     e_log_lik = 0.5 * n * (e_log_tau - _LOG_2PI) - 0.5 * e_tau * e_sq_data
     e_log_p_mu = 0.5 * (np.log(lambda0) + e_log_tau - _LOG_2PI) - 0.5 * lambda0 * e_tau * e_sq_prior
     e_log_p_tau = a0 * np.log(b0) - gammaln(a0) + (a0 - 1.0) * e_log_tau - b0 * e_tau
@@ -328,7 +429,7 @@ def _normal_gamma_elbo(n, xbar, ss, mu_n, lambda_n, a_n, b_n, mu0, lambda0, a0, 
 
 
 def normal_gamma_elbo(x, mu_n, lambda_n, a_n, b_n, *, mu0, lambda0, a0, b0) -> float:
-    r"""The ELBO of :math:`q(\mu) q(\tau) = \mathcal N(\mu_N, \lambda_N^{-1})\,\mathrm{Gam}(a_N, b_N)`.
+    r"""The ELBO of :math:`q(\mu) q(\tau) = \mathcal N(\mu_n, \lambda_n^{-1})\,\mathrm{Gam}(a_n, b_n)`.
 
     Implements {eq}`eq-mf-ng-elbo` of Chapter 3, with every constant:
 
@@ -337,9 +438,9 @@ def normal_gamma_elbo(x, mu_n, lambda_n, a_n, b_n, *, mu0, lambda0, a0, b0) -> f
         \mathcal L = \mathbb E_q[\log p(x \mid \mu, \tau) + \log p(\mu \mid \tau)
                      + \log p(\tau)] + \mathbb H[q(\mu)] + \mathbb H[q(\tau)],
 
-    using :math:`\mathbb E[\tau] = a_N / b_N`,
-    :math:`\mathbb E[\log \tau] = \psi(a_N) - \log b_N` and
-    :math:`\mathbb E[(x_i - \mu)^2] = (x_i - \mu_N)^2 + \lambda_N^{-1}`.
+    using :math:`\mathbb E[\tau] = a_n / b_n`,
+    :math:`\mathbb E[\log \tau] = \psi(a_n) - \log b_n` and
+    :math:`\mathbb E[(x_i - \mu)^2] = (x_i - \mu_n)^2 + \lambda_n^{-1}`.
 
     Parameters
     ----------
@@ -349,7 +450,7 @@ def normal_gamma_elbo(x, mu_n, lambda_n, a_n, b_n, *, mu0, lambda0, a0, b0) -> f
         The variational parameters (any member of the family, not only the optimum).
     mu0 : float
     lambda0, a0, b0 : float, > 0
-        The prior.
+        The prior, as in :func:`normal_gamma_posterior`.
 
     Returns
     -------
@@ -360,19 +461,18 @@ def normal_gamma_elbo(x, mu_n, lambda_n, a_n, b_n, *, mu0, lambda0, a0, b0) -> f
     ValueError
         If ``x`` is not a finite 1-D array or a parameter is invalid.
     """
-    x = _data_1d(x)
+    _, n, xbar, ss = _statistics_1d(x)
     mu0, lambda0, a0, b0 = _normal_gamma_prior(mu0, lambda0, a0, b0)
     mu_n = check_scalar(mu_n, "mu_n")
     lambda_n = check_scalar(lambda_n, "lambda_n", positive=True)
     a_n = check_scalar(a_n, "a_n", positive=True)
     b_n = check_scalar(b_n, "b_n", positive=True)
-    xbar = x.mean()
-    return float(_normal_gamma_elbo(x.size, xbar, np.sum((x - xbar) ** 2), mu_n, lambda_n, a_n, b_n,
-                                    mu0, lambda0, a0, b0))
+    return float(_normal_gamma_elbo(n, ss, xbar - mu_n, mu_n - mu0, lambda_n, a_n, b_n,
+                                    lambda0, a0, b0))
 
 
 def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int = 100,
-                 tol: float = 1e-10) -> NormalGammaResult:
+                 tol: float = 1e-10) -> NormalGammaFit:
     r"""CAVI for :math:`q(\mu) q(\tau)` in the Normal-Gamma model.
 
     Implements {eq}`eq-mf-ng-qmu` and {eq}`eq-mf-ng-qtau` of Chapter 3: each
@@ -380,39 +480,39 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
 
     .. math::
 
-        \mu_N = \frac{\lambda_0 \mu_0 + n \bar x}{\lambda_0 + n}, \qquad
-        \lambda_N = (\lambda_0 + n)\, \mathbb E[\tau],
+        \mu_n = \frac{\lambda_0 \mu_0 + n \bar x}{\lambda_0 + n}, \qquad
+        \lambda_n = (\lambda_0 + n)\, \mathbb E[\tau],
 
     then
 
     .. math::
 
-        a_N = a_0 + \frac{n + 1}{2}, \qquad
-        b_N = b_0 + \frac12 \mathbb E_\mu\Big[\sum_i (x_i - \mu)^2
-              + \lambda_0 (\mu - \mu_0)^2\Big],
+        a_n = a_0 + \frac{n + 1}{2}, \qquad
+        b_n = b_0 + \frac12 \mathbb E_\mu\Big[\sum_i (x_i - \mu)^2 + \lambda_0 (\mu - \mu_0)^2\Big],
 
-    and records the ELBO {eq}`eq-mf-ng-elbo`.
+    and records the ELBO ({eq}`eq-mf-ng-elbo`, :func:`normal_gamma_elbo`).
 
     Parameters
     ----------
     x : array of shape (n,)
-        The observations.
+        The data.
     mu0 : float
     lambda0, a0, b0 : float, > 0
-        The prior :math:`\mathcal N(\mu \mid \mu_0, (\lambda_0\tau)^{-1})\,\mathrm{Gam}(\tau \mid a_0, b_0)`.
+        The prior, as in :func:`normal_gamma_posterior`.
     init_precision : float, > 0, optional
-        :math:`\mathbb E[\tau]` at the start, before the first update of
-        :math:`q(\mu)`; default the reciprocal of the sample variance (or 1
-        if the data are constant).  The starting :math:`q(\tau)` recorded in
-        ``path[0]`` is :math:`\mathrm{Gam}(a_N, a_N / \text{init\_precision})`
-        and the starting :math:`q(\mu)` is :math:`\mathcal N(\mu_0, (\lambda_0
-        \,\text{init\_precision})^{-1})`, the prior's conditional.
+        :math:`\mathbb E[\tau]` to start from; default ``n / sum((x - mean(x))**2)``
+        (1 if all points are equal).  The start's ``q(mu)``, recorded in
+        ``path[0]``, is :math:`\mathcal N(\mu_0, (\lambda_0 \mathbb E[\tau])^{-1})`;
+        the first update does not use it.
     max_iter : int, >= 1
+        Largest number of sweeps.
     tol : float, >= 0
+        Stop when the ELBO changes by less than ``tol`` per data point
+        (``tol * n`` in total) in one sweep; ``tol=0`` runs all ``max_iter`` sweeps.
 
     Returns
     -------
-    NormalGammaResult
+    NormalGammaFit
 
     Raises
     ------
@@ -421,38 +521,55 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
         (``lambda0``, ``a0``, ``b0`` must be > 0), or ``init_precision``,
         ``max_iter`` or ``tol`` are invalid.
 
+    Warns
+    -----
+    ConvergenceWarning
+        If ``tol > 0`` and the rule was not met within ``max_iter`` sweeps.
+
+    Notes
+    -----
+    Translating the data and :math:`\mu_0` together translates
+    :math:`\mu_n` and leaves everything else, the ELBO included, unchanged.
+    The code keeps that exact: past the data's mean and spread, the locations
+    enter only through :math:`\bar x - \mu_0`, so data far from zero lose no
+    precision beyond their own rounding.
+
     References
     ----------
     Bishop (2006), Section 10.1.3, equations (10.25)-(10.30).
     """
-    x = _data_1d(x)
+    _, n, xbar, ss = _statistics_1d(x)
     mu0, lambda0, a0, b0 = _normal_gamma_prior(mu0, lambda0, a0, b0)
-    n, xbar = x.size, float(x.mean())
-    ss = float(np.sum((x - xbar) ** 2))
     if init_precision is None:
-        init_precision = n / ss if ss > 0 else 1.0
+        init_precision = n / ss if ss > 0 and math.isfinite(n / ss) else 1.0
     e_tau = check_scalar(init_precision, "init_precision", positive=True)
     max_iter = check_int(max_iter, "max_iter")
     tol = check_scalar(tol, "tol", nonnegative=True)
 
-    a_n = a0 + 0.5 * (n + 1)                      # (10.29): fixed from the first sweep on
-    mu_n = (lambda0 * mu0 + n * xbar) / (lambda0 + n)   # (10.26): does not depend on q(tau)
+    a_n = a0 + 0.5 * (n + 1)                               # (10.29): fixed from the first sweep on
+    # (10.26): does not depend on q(tau).  It is written through xbar - mu0, as are the
+    # offsets xbar - mu_n and mu_n - mu0 that the rest uses, so a common shift cancels exactly.
+    offset = xbar - mu0
+    mu_n = mu0 + (n / (lambda0 + n)) * offset
+    data_offset = (lambda0 / (lambda0 + n)) * offset       # xbar - mu_n
+    prior_offset = (n / (lambda0 + n)) * offset            # mu_n - mu0
+    # sum_i (x_i - mu_n)^2 + lambda0 (mu_n - mu0)^2, the part of E_mu[...] free of q(mu)'s spread
+    spread = ss + n * data_offset**2 + lambda0 * prior_offset**2
     state = {"lambda_n": lambda0 * e_tau, "b_n": a_n / e_tau}
     path = [(mu0, state["lambda_n"], a_n, state["b_n"])]
 
     def sweep():
         e_tau = a_n / state["b_n"]
         lambda_n = (lambda0 + n) * e_tau                                       # (10.27)
-        e_sq = ss + n * ((xbar - mu_n) ** 2 + 1.0 / lambda_n) \
-            + lambda0 * ((mu_n - mu0) ** 2 + 1.0 / lambda_n)
-        b_n = b0 + 0.5 * e_sq                                                  # (10.30)
+        b_n = b0 + 0.5 * (spread + (n + lambda0) / lambda_n)                   # (10.30)
         state.update(lambda_n=lambda_n, b_n=b_n)
         path.append((mu_n, lambda_n, a_n, b_n))
-        return _normal_gamma_elbo(n, xbar, ss, mu_n, lambda_n, a_n, b_n, mu0, lambda0, a0, b0)
+        return _normal_gamma_elbo(n, ss, data_offset, prior_offset, lambda_n, a_n, b_n,
+                                  lambda0, a0, b0)
 
-    elbos, n_iter, converged = _iterate(sweep, max_iter, tol, "normal_gamma")
-    return NormalGammaResult(float(mu_n), float(state["lambda_n"]), float(a_n), float(state["b_n"]),
-                             elbos, n_iter, converged, np.asarray(path))
+    elbos, n_iter, converged = _iterate(sweep, max_iter, tol, "normal_gamma", n_samples=n)
+    return NormalGammaFit(float(mu_n), float(state["lambda_n"]), float(a_n), float(state["b_n"]),
+                          elbos, n_iter, converged, np.asarray(path))
 
 
 # ----------------------------------------------------------------------------
@@ -460,45 +577,54 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
 # ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class GMMResult:
-    r"""The fit returned by :func:`gmm`.
+class UnitVarianceGMMFit:
+    r"""The fit returned by :func:`gmm`, in scikit-learn's names.
+
+    :math:`q = \prod_k \mathcal N(\mu_k \mid m_k, s_k^2 I) \prod_i \mathrm{Cat}(c_i \mid \varphi_i)`.
 
     Attributes
     ----------
-    phi : ndarray of shape (n, K)
-        :math:`\varphi_{ik} = q(c_i = k)`.
-    m : ndarray of shape (K, d)
-        Means of :math:`q(\mu_k) = \mathcal N(m_k, s_k^2 I)`.
-    s2 : ndarray of shape (K,)
-        Variances :math:`s_k^2`.
+    resp : ndarray of shape (n, K)
+        The responsibilities :math:`\varphi_{ik} = q(c_i = k)`; rows sum to one.
+    means : ndarray of shape (K, d)
+        :math:`m_k`, the means of :math:`q(\mu_k)` (scikit-learn's ``means_``).
+    mean_precision : ndarray of shape (K,)
+        :math:`1 / s_k^2`, the precision of :math:`q(\mu_k)` in units of the
+        components' precision :math:`I` (scikit-learn's ``mean_precision_``,
+        :math:`\beta_k`).
     elbos : ndarray of shape (n_iter,)
         The ELBO after every sweep, with every constant.
     n_iter : int
+        Sweeps run.
     converged : bool
+        Whether the ELBO changed by less than ``tol`` per data point.
     """
 
-    phi: np.ndarray
-    m: np.ndarray
-    s2: np.ndarray
+    resp: np.ndarray
+    means: np.ndarray
+    mean_precision: np.ndarray
     elbos: np.ndarray
     n_iter: int
     converged: bool
 
 
-def _data_2d(X, name: str = "X") -> np.ndarray:
-    X = as_float_array(X, name, ndim=2)
-    if X.shape[0] < 2:
-        raise ValueError(f"{name} must have at least 2 rows; got shape {X.shape}")
-    return X
+def _check_prior_std(prior_std) -> float:
+    sigma = check_scalar(prior_std, "prior_std", positive=True)
+    # Its square and inverse square enter the updates; both must stay normal floats.
+    if not 1e-150 <= sigma <= 1e150:
+        raise ValueError(f"prior_std must lie in [1e-150, 1e150] (its square must be a "
+                         f"finite, non-zero float64); got {_describe(prior_std)}")
+    return sigma
 
 
-def gmm(X, n_components: int, *, prior_std: float, max_iter: int = 200, tol: float = 1e-8,
-        seed=None) -> GMMResult:
+def gmm(X, n_components: int, *, prior_std: float, m0=None, max_iter: int = 200,
+        tol: float = 1e-8, seed=None) -> UnitVarianceGMMFit:
     r"""CAVI for the Bayesian mixture of unit-variance Gaussians of Blei et al. (2017).
 
-    The model is :math:`\mu_k \sim \mathcal N(0, \sigma^2 I)`,
+    The model is :math:`\mu_k \sim \mathcal N(m_0, \sigma^2 I)`,
     :math:`c_i \sim \mathrm{Uniform}\{1, \dots, K\}`,
-    :math:`x_i \mid c_i, \mu \sim \mathcal N(\mu_{c_i}, I)`, and the family
+    :math:`x_i \mid c_i, \mu \sim \mathcal N(\mu_{c_i}, I)` (Blei et al. take
+    :math:`m_0 = 0`), and the family
     :math:`q = \prod_k \mathcal N(\mu_k \mid m_k, s_k^2 I) \prod_i \mathrm{Cat}(c_i \mid \varphi_i)`.
     Implements {eq}`eq-mf-gmm-phi` and {eq}`eq-mf-gmm-m` of Chapter 3; each
     sweep updates every :math:`\varphi_i` (all at once: they do not depend on
@@ -509,34 +635,63 @@ def gmm(X, n_components: int, *, prior_std: float, max_iter: int = 200, tol: flo
         \log \varphi_{ik} = x_i^\top m_k - \tfrac12 \big(\lVert m_k \rVert^2 + d s_k^2\big)
                             + \text{const}, \qquad
         s_k^2 = \Big(\frac1{\sigma^2} + \sum_i \varphi_{ik}\Big)^{-1}, \quad
-        m_k = s_k^2 \sum_i \varphi_{ik} x_i .
+        m_k = s_k^2 \Big(\frac{m_0}{\sigma^2} + \sum_i \varphi_{ik} x_i\Big).
 
     The ELBO {eq}`eq-mf-gmm-elbo` keeps every constant.
 
     Parameters
     ----------
     X : array of shape (n, d)
-    n_components : int, >= 1
+        The data, at least 2 rows.
+    n_components : int, in [1, n]
         :math:`K`.
-    prior_std : float, > 0
-        :math:`\sigma`, the prior standard deviation of each coordinate of a mean.
+    prior_std : float, in [1e-150, 1e150]
+        :math:`\sigma`, the prior standard deviation of each coordinate of a
+        mean (scikit-learn's ``mean_precision_prior`` is :math:`1/\sigma^2`).
+    m0 : array of shape (d,), optional
+        :math:`m_0`, the prior mean of every :math:`\mu_k` (scikit-learn's
+        ``mean_prior``); default the origin, as in Blei et al. (2017).
     max_iter : int, >= 1
+        Largest number of sweeps.
     tol : float, >= 0
+        Stop when the ELBO changes by less than ``tol`` per data point
+        (``tol * n`` in total) in one sweep; ``tol=0`` runs all ``max_iter`` sweeps.
     seed : int, numpy.random.Generator or None
-        Chooses the starting means: ``n_components`` distinct rows of ``X``
-        (with :math:`s_k^2 = 1`).  Run several seeds and keep the largest
-        final ELBO to restart.
+        Chooses the starting means: ``n_components`` rows of ``X`` drawn
+        without replacement (with :math:`s_k^2 = 1`).  Run several seeds and
+        keep the largest final ELBO to restart.  ``None`` draws fresh entropy.
 
     Returns
     -------
-    GMMResult
+    UnitVarianceGMMFit
 
     Raises
     ------
     ValueError
         If ``X`` is not a finite 2-D array with at least 2 rows, ``n_components``
-        is not an integer in ``[1, n]``, ``prior_std`` is not positive, or
+        is not an integer in ``[1, n]`` (or ``n * n_components`` exceeds
+        :math:`2^{26}`, about 512 MiB per ``(n, K)`` array), ``prior_std`` is
+        out of range, ``m0`` is not a finite vector of length ``d``, or
         ``max_iter``, ``tol`` or ``seed`` are invalid.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If ``tol > 0`` and the rule was not met within ``max_iter`` sweeps,
+        or if the ELBO decreased by more than rounding explains.
+
+    Notes
+    -----
+    The fit is computed in coordinates centred at the data's mean
+    :math:`\bar x`, with the prior mean moved with them to
+    :math:`m_0 - \bar x`: the same model, but the products
+    :math:`x_i^\top m_k` stay of the size of the clusters' spread, so data
+    far from the origin lose no precision.  What is translation-equivariant
+    is the model with its prior: translating ``X`` and ``m0`` together
+    translates ``means`` and leaves ``resp``, ``mean_precision`` and the ELBO
+    unchanged.  Translating ``X`` alone changes the model (the prior stays
+    where it was); with :math:`\sigma` much larger than the translation the
+    fit barely moves.
 
     References
     ----------
@@ -547,40 +702,56 @@ def gmm(X, n_components: int, *, prior_std: float, max_iter: int = 200, tol: flo
     K = check_int(n_components, "n_components")
     if K > n:
         raise ValueError(f"n_components must be <= the number of rows of X ({n}); got {K}")
-    sigma2 = check_scalar(prior_std, "prior_std", positive=True) ** 2
+    if n * K > _MAX_RESP_ENTRIES:
+        raise ValueError(f"n_components={K} with n={n} rows would need (n, K) arrays of "
+                         f"{n * K} entries, more than the {_MAX_RESP_ENTRIES} allowed; "
+                         "use fewer components or a subsample")
+    sigma = _check_prior_std(prior_std)
+    m0 = np.zeros(d) if m0 is None else _vector(m0, "m0", d)
     max_iter = check_int(max_iter, "max_iter")
     tol = check_scalar(tol, "tol", nonnegative=True)
     rng = as_rng(seed)
 
-    m = X[rng.choice(n, size=K, replace=False)].copy()
-    s2 = np.ones(K)
-    sq_norm_x = np.einsum("ij,ij->i", X, X)
+    centre = X.mean(axis=0)
+    Xc = X - centre
+    m0c = m0 - centre
+    prior_precision = (1.0 / sigma) ** 2                       # 1 / sigma^2
+    log_prior_var = 2.0 * np.log(sigma)
+    rows = rng.choice(n, size=K, replace=False)
+    m = Xc[rows].copy()
+    precision = np.ones(K)                                     # 1 / s_k^2
+    sq_norm_x = np.einsum("ij,ij->i", Xc, Xc)
     state = {}
 
     def sweep():
-        nonlocal m, s2
+        nonlocal m, precision
         # (eq-mf-gmm-phi): log phi_ik = x_i' m_k - E[mu_k' mu_k] / 2 + const
-        e_mu_sq = np.einsum("kj,kj->k", m, m) + d * s2
-        log_phi = X @ m.T - 0.5 * e_mu_sq
+        e_mu_sq = np.einsum("kj,kj->k", m, m) + d / precision
+        log_phi = Xc @ m.T - 0.5 * e_mu_sq
         log_phi -= logsumexp(log_phi, axis=1, keepdims=True)
         phi = np.exp(log_phi)
-        # (eq-mf-gmm-m)
+        # (eq-mf-gmm-m), with m_k = s_k^2 (m0 / sigma^2 + sum_i phi_ik x_i) written as
+        # weights that are at most one, so that no term overflows for extreme sigma
         nk = phi.sum(axis=0)
-        s2 = 1.0 / (1.0 / sigma2 + nk)
-        m = s2[:, None] * (phi.T @ X)
-        state["phi"] = phi
+        precision = prior_precision + nk
+        s2 = 1.0 / precision
+        m = (prior_precision / precision)[:, None] * m0c + (phi.T @ Xc) / precision[:, None]
+        state["resp"] = phi
         # (eq-mf-gmm-elbo), every constant kept
         e_mu_sq = np.einsum("kj,kj->k", m, m) + d * s2
-        e_log_prior_mu = np.sum(-0.5 * d * np.log(2 * np.pi * sigma2) - 0.5 * e_mu_sq / sigma2)
+        dm = m - m0c
+        e_log_prior_mu = np.sum(-0.5 * d * (_LOG_2PI + log_prior_var)
+                                - 0.5 * prior_precision * (np.einsum("kj,kj->k", dm, dm) + d * s2))
         e_log_prior_c = -n * np.log(K)
-        e_sq = sq_norm_x[:, None] - 2 * X @ m.T + e_mu_sq                 # E ||x_i - mu_k||^2
+        e_sq = sq_norm_x[:, None] - 2 * Xc @ m.T + e_mu_sq                # E ||x_i - mu_k||^2
         e_log_lik = np.sum(phi * (-0.5 * d * _LOG_2PI - 0.5 * e_sq))
         entropy_c = -np.sum(phi * log_phi)
         entropy_mu = np.sum(0.5 * d * (_LOG_2PI + 1.0 + np.log(s2)))
         return e_log_prior_mu + e_log_prior_c + e_log_lik + entropy_c + entropy_mu
 
-    elbos, n_iter, converged = _iterate(sweep, max_iter, tol, "gmm")
-    return GMMResult(state["phi"], m, s2, elbos, n_iter, converged)
+    elbos, n_iter, converged = _iterate(sweep, max_iter, tol, "gmm", n_samples=n)
+    return UnitVarianceGMMFit(resp=state["resp"], means=m + centre, mean_precision=precision,
+                              elbos=elbos, n_iter=n_iter, converged=converged)
 
 
 # ----------------------------------------------------------------------------

@@ -1,8 +1,7 @@
 """Monte Carlo estimators of the gradient of an expectation (Chapter 5).
 
-For a diagonal Gaussian :math:`q_\\lambda(z) = \\mathcal N(z \\mid \\mu,
-\\operatorname{diag}(\\sigma)^2)` with variational parameters
-:math:`\\lambda = (\\mu, \\log\\sigma)` and a function :math:`f`, the gradient
+For a Gaussian :math:`q_\\lambda(z) = \\mathcal N(z \\mid \\mu, L L^\\top)` and a
+function :math:`f`, the gradient
 
 .. math::
 
@@ -15,64 +14,113 @@ depends on :math:`\\lambda`.  The two classical routes are
   :func:`score_function_grads`, :math:`\\mathbb E_q[(f(z) - b)\\,
   \\nabla_\\lambda \\log q_\\lambda(z)]`, which needs only values of :math:`f`;
 * the **reparameterised** (pathwise) estimator :func:`reparam_grads`,
-  :math:`\\mathbb E_\\epsilon[\\nabla_z f(g(\\epsilon, \\lambda))\\,
+  :math:`\\mathbb E_\\epsilon[\\nabla_z f(g(\\epsilon, \\lambda))^\\top\\,
   \\partial g / \\partial \\lambda]` with :math:`z = g(\\epsilon, \\lambda) =
-  \\mu + \\sigma \\odot \\epsilon`, which needs :math:`\\nabla_z f`.
+  \\mu + L \\epsilon`, which needs :math:`\\nabla_z f`.
 
-Both return the :math:`S` single-sample estimates, so that their mean is the
-estimate and their spread can be studied.  :func:`optimal_baseline` estimates
-the variance-minimising constant baseline of the score-function estimator.
+A Gaussian is passed as everywhere in the package (CONTRIBUTING.md): ``loc``
+:math:`\\mu` and ``scale_tril`` :math:`L`, with ``covariance_type="diag"``
+for the diagonal family (then :math:`L = \\operatorname{diag}(\\sigma)`).
+Gradients are returned in the one unconstrained parameterisation
+:math:`\\lambda = (\\mu, \\tilde L)`: :math:`\\tilde L` is :math:`L` with its
+diagonal replaced by :math:`\\log L_{ii}`, and for the diagonal family it is
+the vector :math:`\\log\\sigma`.  :func:`vicourse.vi.elbo_grads` uses the same
+arguments and returns the same shapes.
+
+Each estimator returns the :math:`S` single-sample estimates, so that their
+mean is the estimate and their spread can be studied.
+:func:`optimal_baseline` estimates the variance-minimising constant baseline
+of the score-function estimator.
 """
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
-from vicourse._validation import as_float_array, check_generator, check_int
+from vicourse._gaussian import check_covariance_type, check_loc_scale_tril
+from vicourse._validation import (
+    call_log_density,
+    check_callable,
+    check_generator,
+    check_int,
+    check_scalar,
+)
 
 __all__ = ["optimal_baseline", "reparam_grads", "score_function_grads"]
 
-
-def _gaussian_params(loc, log_scale) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate ``loc`` and ``log_scale`` as finite 1-D arrays of one length; float64 tensors."""
-    loc = torch.from_numpy(as_float_array(loc, "loc", ndim=1))
-    log_scale = torch.from_numpy(as_float_array(log_scale, "log_scale", ndim=1))
-    if loc.shape != log_scale.shape:
-        raise ValueError(f"loc and log_scale must have the same shape (d,); got "
-                         f"{tuple(loc.shape)} and {tuple(log_scale.shape)}")
-    return loc, log_scale
+#: Largest number of float64 entries an estimator allocates at once (2 GiB):
+#: the per-sample gradients of a full family are (S, d, d).
+MAX_ENTRIES = 2**28
 
 
-def _check_f(f) -> None:
-    if not callable(f):
-        raise ValueError(f"f must be callable; got {type(f).__name__}")
+def _gaussian(loc, scale_tril, covariance_type, num_samples):
+    """Validate a Gaussian and ``num_samples``; return float64 tensors and ``S``."""
+    covariance_type = check_covariance_type(covariance_type)
+    loc, tril = check_loc_scale_tril(loc, scale_tril, covariance_type)
+    num_samples = check_int(num_samples, "num_samples", minimum=1)
+    dim = loc.shape[0]
+    per_sample = dim * dim if covariance_type == "full" else dim
+    if num_samples * per_sample > MAX_ENTRIES:
+        raise ValueError(f"num_samples * {'d * d' if covariance_type == 'full' else 'd'} must be "
+                         f"at most {MAX_ENTRIES} (2 GiB of per-sample gradients); got "
+                         f"num_samples={num_samples} with d={dim}")
+    return torch.from_numpy(loc.copy()), torch.from_numpy(tril.copy()), covariance_type, num_samples
 
 
-def _values(f, z: torch.Tensor) -> torch.Tensor:
-    """Evaluate ``f`` on the (S, d) samples ``z``, checking that it gives S finite values."""
-    values = f(z)
-    if not isinstance(values, torch.Tensor):
-        values = torch.as_tensor(values, dtype=z.dtype)
-    if values.shape != (z.shape[0],):
-        raise ValueError(f"f must map samples of shape {tuple(z.shape)} to shape "
-                         f"({z.shape[0]},); got {tuple(values.shape)}")
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError("f returned NaN or infinite values at some samples")
-    return values.to(z.dtype)
+def _draw(loc: torch.Tensor, scale_tril: torch.Tensor, num_samples: int, generator):
+    r"""Draw :math:`\epsilon \sim \mathcal N(0, I)` of shape (S, d) and :math:`z = \mu + L\epsilon`.
+
+    The one sampler of the chapter: :func:`vicourse.vi.elbo_grads` and
+    :func:`vicourse.vi.fit_gaussian` draw their noise the same way, so one
+    generator state gives the same samples in both modules.
+    """
+    eps = torch.randn(num_samples, loc.shape[0], generator=generator, dtype=torch.float64)
+    return eps, loc + eps @ scale_tril.T
 
 
-def _noise(num_samples: int, dim: int, generator) -> torch.Tensor:
-    """Base noise :math:`\\epsilon \\sim \\mathcal N(0, I)` of shape (S, d), from ``generator``."""
-    return torch.randn(num_samples, dim, generator=generator, dtype=torch.float64)
+def _scale_grad(left: torch.Tensor, eps: torch.Tensor, scale_tril: torch.Tensor,
+                covariance_type: str) -> torch.Tensor:
+    r"""Per-sample gradients in :math:`\tilde L` of a function of :math:`z = \mu + L\epsilon`.
+
+    A function whose gradient in :math:`z` is ``left`` (S, d) has gradient
+    :math:`\partial/\partial L_{jk} = \mathrm{left}_j \epsilon_k` (:math:`j \ge k`);
+    on the diagonal the chain rule through :math:`L_{jj} = \exp \tilde L_{jj}`
+    multiplies by :math:`L_{jj}`.  Shape (S, d) for ``"diag"``, (S, d, d) for ``"full"``.
+    """
+    diag = scale_tril.diagonal()
+    if covariance_type == "diag":
+        return left * eps * diag
+    outer = torch.tril(left[:, :, None] * eps[:, None, :])
+    return outer + torch.diag_embed(outer.diagonal(dim1=-2, dim2=-1) * (diag - 1.0))
 
 
-def score_function_grads(f, loc, log_scale, num_samples, *, generator=None, baseline=None):
+def _score(eps: torch.Tensor, scale_tril: torch.Tensor, covariance_type: str):
+    r"""The score :math:`\nabla_\lambda \log q_\lambda(z_s)` at :math:`z_s = \mu + L\epsilon_s`, closed form.
+
+    Implements {eq}`eq-grad-gaussian-score` of Chapter 5.  Diagonal family:
+    :math:`\epsilon_{s,i} / \sigma_i` in :math:`\mu_i` and
+    :math:`\epsilon_{s,i}^2 - 1` in :math:`\log\sigma_i`.  Full family, with
+    :math:`u_s = L^{-\top}\epsilon_s = \Sigma^{-1}(z_s - \mu)`: :math:`u_s` in
+    :math:`\mu`, and the lower triangle of :math:`u_s \epsilon_s^\top` in
+    :math:`L` (the derivative of :math:`-\tfrac12 \lVert L^{-1}(z - \mu) \rVert^2`
+    at fixed :math:`z`) minus :math:`1/L_{jj}` on the diagonal (that of
+    :math:`-\log\lvert\det L\rvert`), taken to :math:`\tilde L`.
+    """
+    if covariance_type == "diag":
+        sigma = scale_tril.diagonal()
+        return eps / sigma, eps.square() - 1.0
+    u = torch.linalg.solve_triangular(scale_tril.T, eps.T, upper=True).T
+    grad_scale = _scale_grad(u, eps, scale_tril, covariance_type)
+    return u, grad_scale - torch.eye(eps.shape[1], dtype=eps.dtype)
+
+
+def score_function_grads(f, loc, scale_tril, num_samples, *, covariance_type="full",
+                         generator=None, baseline=None):
     r"""Single-sample score-function estimates of :math:`\nabla_\lambda \mathbb E_q[f(z)]`.
 
     Implements {eq}`eq-grad-score` of Chapter 5, with the baseline of
-    {eq}`eq-grad-baseline`: for :math:`z_s = \mu + \sigma \odot \epsilon_s`,
+    {eq}`eq-grad-baseline` and the Gaussian score of
+    {eq}`eq-grad-gaussian-score`: for :math:`z_s = \mu + L \epsilon_s`,
     :math:`\epsilon_s \sim \mathcal N(0, I)`,
 
     .. math::
@@ -82,26 +130,30 @@ def score_function_grads(f, loc, log_scale, num_samples, *, generator=None, base
         \frac{\partial \log q}{\partial \mu_i} = \frac{z_{s,i} - \mu_i}{\sigma_i^2}
         = \frac{\epsilon_{s,i}}{\sigma_i},
         \qquad
-        \frac{\partial \log q}{\partial \log\sigma_i} = \epsilon_{s,i}^2 - 1 .
+        \frac{\partial \log q}{\partial \log\sigma_i} = \epsilon_{s,i}^2 - 1
 
-    The samples are drawn without gradient (as ``Distribution.sample`` under
-    ``no_grad`` would) and only values of ``f`` are used, so ``f`` need not be
-    differentiable.  The score is written in closed form, vectorised over the
-    samples; the tests check it against autograd of
-    :meth:`torch.distributions.Normal.log_prob`.  Because
-    :math:`\mathbb E_q[\nabla_\lambda \log q_\lambda] = 0`, every constant
-    ``b`` leaves the estimator unbiased; a good one lowers its variance.
+    for the diagonal family (the full family's score is in the Notes).  The
+    samples are drawn without gradient (as ``Distribution.sample`` would) and
+    only values of ``f`` are used, so ``f`` need not be differentiable.  The
+    score is written in closed form, vectorised over the samples; the tests
+    check it against autograd of :meth:`torch.distributions.MultivariateNormal.log_prob`
+    and against sympy.  Because :math:`\mathbb E_q[\nabla_\lambda \log q_\lambda] = 0`,
+    every constant ``b`` leaves the estimator unbiased; a good one lowers its variance.
 
     Parameters
     ----------
     f : callable
-        Maps a float64 tensor of samples of shape (S, d) to a tensor of shape (S,).
+        Maps a float64 tensor of samples of shape (S, d) to a tensor of shape
+        (S,) of finite values, one per row.
     loc : array of shape (d,)
         :math:`\mu`.
-    log_scale : array of shape (d,)
-        :math:`\log\sigma`, the log standard deviations.
+    scale_tril : array of shape (d, d)
+        :math:`L`, lower triangular with a positive diagonal; diagonal for
+        ``covariance_type="diag"``.
     num_samples : int, >= 1
         :math:`S`.
+    covariance_type : {"full", "diag"}
+        The family, which fixes the parameterisation of the returned gradients.
     generator : torch.Generator, optional
         Source of the noise :math:`\epsilon`; the global torch state is left untouched.
     baseline : float, optional
@@ -109,54 +161,63 @@ def score_function_grads(f, loc, log_scale, num_samples, *, generator=None, base
 
     Returns
     -------
-    grad_loc, grad_log_scale : tensors of shape (S, d), float64
-        The :math:`S` single-sample estimates; their mean over axis 0 is the
-        :math:`S`-sample estimate.
+    grad_loc : tensor of shape (S, d), float64
+        Single-sample estimates of the gradient in :math:`\mu`.
+    grad_scale_tril : tensor of shape (S, d) (``"diag"``) or (S, d, d) (``"full"``), float64
+        Single-sample estimates of the gradient in :math:`\tilde L` (log
+        diagonal; zero above the diagonal).  The mean over axis 0 of either
+        output is the :math:`S`-sample estimate.
 
     Raises
     ------
     ValueError
         If ``f`` is not callable or returns a shape other than (S,) or
-        non-finite values, ``loc`` and ``log_scale`` are not finite 1-D arrays
-        of one length, ``num_samples < 1``, ``generator`` is not a
-        :class:`torch.Generator`, or ``baseline`` is not a finite number.
+        non-finite values; ``loc`` and ``scale_tril`` are not a valid Gaussian
+        of the family; ``num_samples < 1`` or too large; ``generator`` is not
+        a :class:`torch.Generator`; or ``baseline`` is not a finite number.
+
+    Notes
+    -----
+    Full family, with :math:`u_s = L^{-\top} \epsilon_s = \Sigma^{-1}(z_s - \mu)`:
+    :math:`\partial \log q / \partial \mu = u_s`, and for :math:`j \ge k`
+    :math:`\partial \log q / \partial L_{jk} = u_{s,j} \epsilon_{s,k} - \delta_{jk} / L_{jj}`,
+    which on the diagonal becomes :math:`u_{s,j}\epsilon_{s,j} L_{jj} - 1` in
+    :math:`\log L_{jj}`.
 
     References
     ----------
     Williams (1992); Paisley, Blei and Jordan (2012); Ranganath, Gerrish and
     Blei (2014); Mohamed et al. (2020), Section 4.
     """
-    _check_f(f)
-    loc, log_scale = _gaussian_params(loc, log_scale)
-    num_samples = check_int(num_samples, "num_samples", minimum=1)
+    check_callable(f, "f")
+    loc, tril, covariance_type, num_samples = _gaussian(loc, scale_tril, covariance_type,
+                                                        num_samples)
     generator = check_generator(generator)
-    if baseline is None:
-        baseline = 0.0
-    elif isinstance(baseline, bool) or not isinstance(baseline, numbers.Real):
-        raise ValueError(f"baseline must be None or a real number; got {baseline!r}")
-    baseline = float(baseline)
-    if not torch.isfinite(torch.tensor(baseline)):
-        raise ValueError(f"baseline must be finite; got {baseline}")
+    baseline = 0.0 if baseline is None else check_scalar(baseline, "baseline")
     with torch.no_grad():
-        scale = log_scale.exp()
-        eps = _noise(num_samples, loc.shape[0], generator)
-        z = loc + scale * eps
-        weight = (_values(f, z) - baseline)[:, None]
-        return weight * eps / scale, weight * (eps.square() - 1.0)
+        eps, z = _draw(loc, tril, num_samples, generator)
+        values = call_log_density(f, z, "f")
+        score_loc, score_scale = _score(eps, tril, covariance_type)
+        weight = values - baseline
+        per_sample = weight.reshape(-1, *[1] * (score_scale.dim() - 1))  # (S, 1) or (S, 1, 1)
+        return weight[:, None] * score_loc, per_sample * score_scale
 
 
-def reparam_grads(f, loc, log_scale, num_samples, *, generator=None):
+def reparam_grads(f, loc, scale_tril, num_samples, *, covariance_type="full", generator=None):
     r"""Single-sample reparameterised estimates of :math:`\nabla_\lambda \mathbb E_q[f(z)]`.
 
     Implements {eq}`eq-grad-reparam` of Chapter 5: with
-    :math:`z = g(\epsilon, \lambda) = \mu + \sigma \odot \epsilon`, the chain
-    rule through :math:`g` gives
+    :math:`z = g(\epsilon, \lambda) = \mu + L \epsilon`, the chain rule through
+    :math:`g` gives
 
     .. math::
 
         \hat g_s^{\mu} = \nabla_z f(z_s), \qquad
-        \hat g_s^{\log\sigma} = \nabla_z f(z_s) \odot \sigma \odot \epsilon_s .
+        \hat g_s^{L_{jk}} = \big(\nabla_z f(z_s)\big)_j\, \epsilon_{s,k} \quad (j \ge k),
 
+    which for the diagonal family is
+    :math:`\hat g_s^{\log\sigma} = \nabla_z f(z_s) \odot \sigma \odot \epsilon_s`
+    (a diagonal entry is multiplied by :math:`L_{jj}` in :math:`\log L_{jj}`).
     One backward pass through :math:`\sum_s f(z_s)` yields every
     :math:`\nabla_z f(z_s)` at once, because ``f`` acts on the rows of its
     input independently (as a log-density of independent samples does).
@@ -166,58 +227,47 @@ def reparam_grads(f, loc, log_scale, num_samples, *, generator=None):
     f : callable
         Maps a float64 tensor of samples of shape (S, d) to a tensor of shape
         (S,), row by row, through differentiable torch operations.
-    loc : array of shape (d,)
-        :math:`\mu`.
-    log_scale : array of shape (d,)
-        :math:`\log\sigma`.
-    num_samples : int, >= 1
-        :math:`S`.
-    generator : torch.Generator, optional
-        Source of the noise :math:`\epsilon`; the global torch state is left untouched.
+    loc, scale_tril, num_samples, covariance_type, generator
+        As in :func:`score_function_grads`.
 
     Returns
     -------
-    grad_loc, grad_log_scale : tensors of shape (S, d), float64
-        The :math:`S` single-sample estimates.
+    grad_loc, grad_scale_tril : tensors
+        As in :func:`score_function_grads`.
 
     Raises
     ------
     ValueError
-        If ``f`` is not callable, returns a shape other than (S,) or
-        non-finite values, or its output does not depend on its input through
-        torch operations (so it cannot be differentiated); if ``loc`` and
-        ``log_scale`` are not finite 1-D arrays of one length,
-        ``num_samples < 1`` or ``generator`` is not a :class:`torch.Generator`.
+        As :func:`score_function_grads`, and if the output of ``f`` does not
+        depend on its input through torch operations (so it cannot be
+        differentiated).
 
     References
     ----------
     Kingma and Welling (2014); Rezende, Mohamed and Wierstra (2014); Titsias
     and Lázaro-Gredilla (2014); Mohamed et al. (2020), Section 5.
     """
-    _check_f(f)
-    loc, log_scale = _gaussian_params(loc, log_scale)
-    num_samples = check_int(num_samples, "num_samples", minimum=1)
+    check_callable(f, "f")
+    loc, tril, covariance_type, num_samples = _gaussian(loc, scale_tril, covariance_type,
+                                                        num_samples)
     generator = check_generator(generator)
-    scale = log_scale.exp()
-    eps = _noise(num_samples, loc.shape[0], generator)
+    eps, z = _draw(loc, tril, num_samples, generator)
     # z is made a leaf so that one backward pass gives the (S, d) matrix of
     # per-sample gradients grad_z f(z_s); the chain rule through g is then explicit.
-    z = (loc + scale * eps).requires_grad_(True)
+    z = z.requires_grad_(True)
     with torch.enable_grad():
-        values = _values(f, z)
-        if not values.requires_grad:
-            raise ValueError("f must be differentiable with torch operations: its output "
-                             "does not depend on the samples through autograd")
+        values = call_log_density(f, z, "f", differentiable=True)
         (grad_z,) = torch.autograd.grad(values.sum(), z)
-    return grad_z, grad_z * scale * eps
+    return grad_z, _scale_grad(grad_z, eps, tril, covariance_type)
 
 
-def optimal_baseline(f, loc, log_scale, num_samples, *, generator=None) -> float:
+def optimal_baseline(f, loc, scale_tril, num_samples, *, covariance_type="full",
+                     generator=None) -> float:
     r"""Estimate the constant baseline that minimises the score-function variance.
 
     Implements {eq}`eq-grad-optimal-baseline` of Chapter 5.  With
-    :math:`h(z) = \nabla_\lambda \log q_\lambda(z)` (all :math:`2d`
-    coordinates), the total variance
+    :math:`h(z) = \nabla_\lambda \log q_\lambda(z)` (every coordinate of
+    :math:`\lambda = (\mu, \tilde L)`), the total variance
     :math:`\sum_j \operatorname{Var}[(f - b) h_j]` is a quadratic in
     :math:`b`, minimised by
 
@@ -233,7 +283,7 @@ def optimal_baseline(f, loc, log_scale, num_samples, *, generator=None) -> float
 
     Parameters
     ----------
-    f, loc, log_scale, num_samples, generator
+    f, loc, scale_tril, num_samples, covariance_type, generator
         As in :func:`score_function_grads`.
 
     Returns
@@ -251,14 +301,13 @@ def optimal_baseline(f, loc, log_scale, num_samples, *, generator=None) -> float
     Ranganath, Gerrish and Blei (2014), Section 3.2 (the same formula per
     coordinate); Mohamed et al. (2020), Section 7.
     """
-    _check_f(f)
-    loc, log_scale = _gaussian_params(loc, log_scale)
-    num_samples = check_int(num_samples, "num_samples", minimum=1)
+    check_callable(f, "f")
+    loc, tril, covariance_type, num_samples = _gaussian(loc, scale_tril, covariance_type,
+                                                        num_samples)
     generator = check_generator(generator)
     with torch.no_grad():
-        scale = log_scale.exp()
-        eps = _noise(num_samples, loc.shape[0], generator)
-        values = _values(f, loc + scale * eps)
-        # ||h||^2 = sum_i eps_i^2 / sigma_i^2 + sum_i (eps_i^2 - 1)^2
-        h_sq = (eps.square() / scale.square()).sum(-1) + (eps.square() - 1.0).square().sum(-1)
+        eps, z = _draw(loc, tril, num_samples, generator)
+        values = call_log_density(f, z, "f")
+        score_loc, score_scale = _score(eps, tril, covariance_type)
+        h_sq = score_loc.square().sum(-1) + score_scale.square().flatten(1).sum(-1)
         return float((values * h_sq).mean() / h_sq.mean())

@@ -1,236 +1,378 @@
 """Black-box variational inference with a Gaussian family (Chapter 5).
 
 :func:`fit_gaussian` maximises the ELBO of a Gaussian
-:math:`q_\\lambda(z) = \\mathcal N(z \\mid \\mu, L L^\\top)` for an
-unnormalised log-density :math:`\\log \\hat p(z)` by stochastic gradient
-ascent (Adam), with either gradient estimator of :mod:`vicourse.estimators`
-applied to the whole ELBO.  :func:`elbo_grads` returns the single-sample
-gradient estimates that one step of that fit averages, so that their variance
-can be studied (for example the "sticking the landing" estimator at the
-optimum).
+:math:`q_\\lambda(z) = \\mathcal N(z \\mid \\mu, L L^\\top)` for a log density
+``log_joint`` known up to a constant, by stochastic gradient ascent (Adam)
+with either gradient estimator of :mod:`vicourse.estimators` applied to the
+whole ELBO, an optional decreasing step size, optional iterate averaging, and
+a stopping rule for a noisy bound.  :func:`elbo_grads` returns the
+single-sample gradient estimates that one step of that fit averages, so that
+their variance can be studied (for example the "sticking the landing"
+estimator at the optimum).
 
-The variational parameters are unconstrained: the mean :math:`\\mu`, and the
-Cholesky factor :math:`L` written as a lower-triangular matrix whose diagonal
-holds :math:`\\log L_{ii}` (so :math:`L_{ii} > 0`).  The diagonal family keeps
-only :math:`\\log\\sigma_i = \\log L_{ii}`.
+A Gaussian is ``loc`` :math:`\\mu` and ``scale_tril`` :math:`L`; the family is
+``covariance_type="full"`` or ``"diag"``; gradients are taken in the one
+unconstrained parameterisation of CONTRIBUTING.md, :math:`\\mu` and
+:math:`\\tilde L` (:math:`L` with :math:`\\log L_{ii}` on its diagonal; the
+vector :math:`\\log\\sigma` for the diagonal family).
+
+The loop itself (Adam, the step-size schedule, iterate averaging, the
+windowed stopping rule, the checks for a bound or gradient that breaks down,
+the :class:`~vicourse.ConvergenceWarning`) is the private driver
+:func:`_stochastic_ascent`, which any other variational family can reuse:
+it needs only the parameters and a function that returns one step's
+surrogate objective and ELBO estimate.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from vicourse._validation import as_float_array, check_generator, check_int, check_positive
+from vicourse._gaussian import (
+    GaussianFit,
+    check_covariance_type,
+    check_loc_scale_tril,
+    scale_tril_from_unconstrained,
+    unconstrained_from_scale_tril,
+)
+from vicourse._validation import (
+    _describe,
+    as_float_array,
+    call_log_density,
+    check_bool,
+    check_callable,
+    check_choice,
+    check_generator,
+    check_in_interval,
+    check_int,
+    check_scalar,
+    check_seed,
+)
+from vicourse.estimators import MAX_ENTRIES, _draw
+from vicourse.exceptions import ConvergenceWarning
 
-__all__ = ["GaussianFit", "elbo_grads", "fit_gaussian"]
+__all__ = ["ESTIMATORS", "BASELINES", "elbo_grads", "fit_gaussian"]
 
-FAMILIES = ("diagonal", "full")
+#: The gradient estimators of the ELBO: pathwise or score function.
 ESTIMATORS = ("reparam", "score")
+#: Baselines of the score-function estimator.
 BASELINES = (None, "leave-one-out")
 _LOG_2PI = math.log(2.0 * math.pi)
+#: Largest dimension: a full family's d x d parameters (and Adam's two moments of them)
+#: must fit in memory.
+MAX_DIM = 2**13
+
+
+# --------------------------------------------------------------------------- the driver
 
 
 @dataclass(frozen=True)
-class GaussianFit:
-    """The result of :func:`fit_gaussian`.
+class _AscentResult:
+    """What :func:`_stochastic_ascent` returns; see its docstring."""
 
-    Attributes
-    ----------
-    mean : ndarray of shape (d,)
-        :math:`\\mu` of the fitted :math:`q`.
-    cov : ndarray of shape (d, d)
-        :math:`L L^\\top` (diagonal for the diagonal family).
-    scale_tril : ndarray of shape (d, d)
-        The Cholesky factor :math:`L`, with a positive diagonal.
-    elbos : ndarray of shape (steps,)
-        One Monte Carlo ELBO estimate per step ({eq}`eq-mc-elbo` of Chapter 1,
-        from that step's samples, before its update).
-    n_iter : int
-        Number of steps taken.
-    family, estimator : str
-    stl : bool
-    """
-
-    mean: np.ndarray
-    cov: np.ndarray
-    scale_tril: np.ndarray
     elbos: np.ndarray
     n_iter: int
-    family: str
-    estimator: str
-    stl: bool
+    converged: bool
+    step_sizes: np.ndarray
+    window_means: np.ndarray
+    relative_changes: np.ndarray
+    averaged: list[torch.Tensor] | None
 
 
-def _check_options(family, estimator, stl, baseline) -> None:
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {FAMILIES}; got {family!r}")
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
-    if not isinstance(stl, bool):
-        raise ValueError(f"stl must be True or False; got {stl!r}")
+def _check_schedule(lr, tau0, kappa, tol, eval_window, average, steps):
+    """Validate the driver's settings; return them as Python numbers."""
+    steps = check_int(steps, "steps", minimum=1, maximum=10**8)
+    lr = check_scalar(lr, "lr", positive=True)
+    tau0 = check_scalar(tau0, "tau0", positive=True)
+    kappa = check_in_interval(kappa, "kappa", 0.0, 1.0)
+    tol = check_in_interval(tol, "tol", 0.0, 1.0, closed=(True, False))
+    eval_window = check_int(eval_window, "eval_window", minimum=1, maximum=10**8)
+    average = check_bool(average, "average")
+    return steps, lr, tau0, kappa, tol, eval_window, average
+
+
+def _check_finite(params, elbos: torch.Tensor, step: int, what: str, lr: float,
+                  error: Exception | None = None) -> None:
+    """Raise, naming the first step whose ELBO estimate or gradient was not finite, if any.
+
+    The loop does not synchronise on every step to look: a non-finite gradient makes
+    the parameters non-finite, which the next evaluation of the log density reports
+    (it is then checked here), and the ELBO estimates are checked once per window.
+    """
+    finite = torch.isfinite(elbos)
+    if not bool(finite.all()):
+        first = int(torch.nonzero(~finite)[0])
+        problem = f"at step {first}: the ELBO estimate is {float(elbos[first])}"
+    elif not all(bool(torch.isfinite(p).all()) for p in params):
+        problem = f"at step {step}: its gradient is not finite"
+    else:
+        return
+    raise ValueError(f"{what} broke down {problem}; try a smaller lr (now {lr:g}), a "
+                     "decreasing step size (kappa > 0.5) or more num_samples") from error
+
+
+def _stochastic_ascent(objective: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+                       params: Sequence[torch.Tensor], *, steps: int, lr: float, tau0: float,
+                       kappa: float, average: bool, tol: float, eval_window: int,
+                       what: str) -> _AscentResult:
+    r"""Stochastic gradient ascent on an ELBO: the loop every black-box fit shares.
+
+    Implements {eq}`eq-grad-schedule` and {eq}`eq-grad-stopping` of Chapter 5.
+    At step :math:`t = 0, 1, \dots`, ``objective(t)`` draws that step's noise
+    and returns ``(surrogate, elbo)``: a 0-d tensor whose gradient in
+    ``params`` is the step's ELBO gradient estimate, and the step's Monte
+    Carlo ELBO estimate (no gradient).  Adam takes one step on
+    ``-surrogate`` (it minimises) with the step size
+
+    .. math::
+
+        \eta_t = \eta \Big(\frac{\tau_0}{\tau_0 + t}\Big)^{\kappa},
+
+    constant for :math:`\kappa = 0`, a Robbins–Monro sequence
+    (:math:`\sum_t \eta_t = \infty`, :math:`\sum_t \eta_t^2 < \infty`) for
+    :math:`\kappa \in (1/2, 1]`.
+
+    Stopping rule (Stan's ADVI, ``tol_rel_obj``): the recorded ELBO estimates
+    are averaged over consecutive windows of ``eval_window`` steps, and the fit
+    stops after window :math:`k \ge 1` when
+
+    .. math::
+
+        \frac{\lvert \bar{\mathcal L}_k - \bar{\mathcal L}_{k-1} \rvert}
+             {\max(\lvert \bar{\mathcal L}_k \rvert, 1)} < \text{tol} ;
+
+    the floor of 1 nat keeps the rule meaningful for a bound near zero.
+    ``tol = 0`` turns the rule off: every step runs, ``converged`` is False
+    and no warning is issued, since no rule was asked for.
+
+    Iterate averaging (``average=True``): the returned parameters are the
+    mean of the iterates over the last half of the windows run (rounded up,
+    the last window possibly partial), Polyak–Ruppert averaging of the tail
+    (Polyak and Juditsky, 1992), in the unconstrained parameters.
+
+    Raises
+    ------
+    ValueError
+        If the ELBO estimate or a gradient is NaN or infinite at some step,
+        naming the step and advising a smaller ``lr``; if ``objective``
+        raises a ValueError after the first step (the log density was not
+        finite where ``q`` has moved), the same, with the original message.
+        To stay as fast as a plain loop it does not synchronise on every step
+        to look: a non-finite gradient is found at the next evaluation of
+        ``objective``, a non-finite ELBO estimate at the end of its window.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If ``tol > 0`` and the rule was not met within ``steps`` steps.
+    """
+    optimizer = torch.optim.Adam(params, lr=lr)
+    group = optimizer.param_groups[0]
+    step_sizes = lr * (tau0 / (tau0 + np.arange(steps, dtype=np.float64))) ** kappa
+    elbos = torch.empty(steps, dtype=torch.float64)
+    window_means: list[float] = []
+    changes: list[float] = []
+    # Sums of the iterates over each window (and the current, partial one), for averaging.
+    window_sums: list[list[torch.Tensor]] = []
+    running = [torch.zeros_like(p) for p in params] if average else []
+    converged = False
+    n_iter = steps
+    for step in range(steps):
+        group["lr"] = float(step_sizes[step])
+        try:
+            surrogate, elbo = objective(step)
+        except ValueError as error:
+            if step == 0:
+                raise
+            _check_finite(params, elbos[:step], step - 1, what, lr, error)
+            raise ValueError(f"{what} broke down at step {step}: {error}. The first {step} steps "
+                             "ran, so q has moved where the log density is not finite: the fit "
+                             f"diverged; try a smaller lr (now {lr:g}) or a start closer to the "
+                             "target") from error
+        optimizer.zero_grad(set_to_none=True)
+        (-surrogate).backward()  # Adam minimises: descend on minus the ELBO surrogate
+        elbos[step] = elbo.detach()
+        optimizer.step()
+        if average:
+            with torch.no_grad():
+                for acc, p in zip(running, params, strict=True):
+                    acc.add_(p)
+        if (step + 1) % eval_window == 0:
+            window = elbos[step + 1 - eval_window:step + 1]
+            window_means.append(float(window.mean()))
+            if not math.isfinite(window_means[-1]):
+                _check_finite(params, elbos[:step + 1], step, what, lr)
+            if average:
+                window_sums.append(running)
+                running = [torch.zeros_like(p) for p in params]
+            if len(window_means) >= 2:
+                change = abs(window_means[-1] - window_means[-2]) / max(abs(window_means[-1]), 1.0)
+                changes.append(change)
+                if change < tol:
+                    converged, n_iter = True, step + 1
+                    break
+    _check_finite(params, elbos[:n_iter], n_iter - 1, what, lr)
+    averaged = None
+    if average:
+        counts = [eval_window] * len(window_sums)
+        if n_iter % eval_window:  # the last, partial window
+            window_sums.append(running)
+            counts.append(n_iter % eval_window)
+        keep = math.ceil(len(window_sums) / 2)
+        with torch.no_grad():
+            averaged = [sum(sums[i] for sums in window_sums[-keep:]) / sum(counts[-keep:])
+                        for i in range(len(params))]
+    if tol > 0 and not converged:
+        last = (f"the last relative change of the window mean was {changes[-1]:.3g}" if changes
+                else f"fewer than two windows of eval_window={eval_window} steps ran")
+        warnings.warn(f"{what} did not converge in {steps} steps: {last}, tol={tol:g}. Try more "
+                      "steps, a smaller lr or a decreasing step size (kappa > 0.5), more "
+                      "num_samples, or a larger tol", ConvergenceWarning, stacklevel=3)
+    return _AscentResult(elbos=elbos[:n_iter].numpy().copy(), n_iter=n_iter, converged=converged,
+                         step_sizes=step_sizes[:n_iter], window_means=np.array(window_means),
+                         relative_changes=np.array(changes), averaged=averaged)
+
+
+# --------------------------------------------------------------------------- the Gaussian family
+
+
+def _check_estimator(estimator, stl, baseline) -> tuple[str, bool, str | None]:
+    estimator = check_choice(estimator, "estimator", ESTIMATORS)
+    stl = check_bool(stl, "stl")
     if stl and estimator != "reparam":
         raise ValueError("stl=True applies to estimator='reparam' only (it drops the score "
                          f"term of a pathwise gradient); got estimator={estimator!r}")
-    if baseline not in BASELINES:
-        raise ValueError(f"baseline must be one of {BASELINES}; got {baseline!r}")
-    if baseline is not None and estimator != "score":
-        raise ValueError(f"baseline applies to estimator='score' only; got estimator={estimator!r}")
+    if baseline is not None:
+        baseline = check_choice(baseline, "baseline", BASELINES)
+        if estimator != "score":
+            raise ValueError("baseline applies to estimator='score' only; got "
+                             f"estimator={estimator!r}")
+    return estimator, bool(stl), baseline
 
 
-def _check_log_target(log_target) -> None:
-    if not callable(log_target):
-        raise ValueError(f"log_target must be callable; got {type(log_target).__name__}")
+def _check_num_samples(num_samples, baseline, dim: int, per_sample: int) -> int:
+    num_samples = check_int(num_samples, "num_samples",
+                            minimum=2 if baseline == "leave-one-out" else 1)
+    if num_samples * per_sample > MAX_ENTRIES:
+        raise ValueError(f"num_samples must be at most {MAX_ENTRIES // per_sample} for d={dim} "
+                         f"(2 GiB of samples or per-sample gradients); got {num_samples}")
+    return num_samples
 
 
-# The helpers below take the unconstrained scale parameter either unbatched, shape (d,) or
-# (d, d), or with one set per sample, shape (S, d) or (S, d, d); elbo_grads uses the latter
-# to get every per-sample gradient from one backward pass.
-
-def _scale_tril(family: str, scale_param: torch.Tensor) -> torch.Tensor:
-    """:math:`L` from the unconstrained parameter: exp on the diagonal, free below it."""
-    if family == "diagonal":
-        return torch.diag_embed(scale_param.exp())
-    return torch.tril(scale_param, -1) + torch.diag_embed(_log_diag(family, scale_param).exp())
-
-
-def _log_diag(family: str, scale_param: torch.Tensor) -> torch.Tensor:
-    """:math:`\\log L_{ii}`, shape (d,) or (S, d)."""
-    return scale_param if family == "diagonal" else scale_param.diagonal(dim1=-2, dim2=-1)
-
-
-def _sample(family: str, scale_param: torch.Tensor, loc: torch.Tensor, eps: torch.Tensor):
-    """:math:`z = g(\\epsilon, \\lambda) = \\mu + L \\epsilon` for each row of ``eps``, shape (S, d)."""
-    if family == "diagonal":
-        return loc + eps * scale_param.exp()
-    tril = _scale_tril(family, scale_param)
+def _sample(loc, param, eps, covariance_type):
+    r""":math:`z = \mu + L\epsilon` for each row of ``eps`` (S, d); batched parameters allowed."""
+    if covariance_type == "diag":
+        return loc + eps * param.exp()
+    tril = scale_tril_from_unconstrained(param, covariance_type)
     if tril.dim() == 2:
         return loc + eps @ tril.T
     return loc + (tril @ eps.unsqueeze(-1)).squeeze(-1)
 
 
-def _whiten(family: str, scale_param: torch.Tensor, loc: torch.Tensor, z: torch.Tensor):
-    """:math:`L^{-1}(z - \\mu)` for each row of ``z``, shape (S, d)."""
-    if family == "diagonal":
-        return (z - loc) * (-scale_param).exp()
-    tril = _scale_tril(family, scale_param)
+def _whiten(loc, param, z, covariance_type):
+    r""":math:`L^{-1}(z - \mu)` for each row of ``z`` (S, d); batched parameters allowed."""
+    if covariance_type == "diag":
+        return (z - loc) * (-param).exp()
+    tril = scale_tril_from_unconstrained(param, covariance_type)
     if tril.dim() == 2:
         return torch.linalg.solve_triangular(tril, (z - loc).T, upper=False).T
     return torch.linalg.solve_triangular(tril, (z - loc).unsqueeze(-1), upper=False).squeeze(-1)
 
 
-def _log_target_values(log_target, z: torch.Tensor) -> torch.Tensor:
-    values = log_target(z)
-    if not isinstance(values, torch.Tensor) or values.shape != (z.shape[0],):
-        shape = tuple(values.shape) if hasattr(values, "shape") else type(values).__name__
-        raise ValueError(f"log_target must map a tensor of shape {tuple(z.shape)} to a tensor "
-                         f"of shape ({z.shape[0]},); got {shape}")
-    return values
+def _log_diag(param, covariance_type):
+    """:math:`\\log L_{ii}`, shape (d,) or (S, d)."""
+    return param if covariance_type == "diag" else param.diagonal(dim1=-2, dim2=-1)
 
 
-def _surrogate(log_target, loc, scale_param, eps, family, estimator, stl, baseline):
+def _surrogate(log_joint, loc, param, eps, covariance_type, estimator, stl, baseline):
     """Per-sample surrogate terms and ELBO terms for noise ``eps`` of shape (S, d).
 
-    The gradient of ``terms[s]`` with respect to (``loc``, ``scale_param``) is
-    the s-th single-sample ELBO gradient estimate; ``elbo_terms`` (no
-    gradient) are :math:`\\log \\hat p(z_s) - \\log q(z_s)`, whose mean is the
-    Monte Carlo ELBO of {eq}`eq-mc-elbo` (Chapter 1).
+    The gradient of ``terms[s]`` with respect to (``loc``, ``param``) is the
+    s-th single-sample ELBO gradient estimate; ``elbo_terms`` (no gradient)
+    are :math:`\\log p(x, z_s) - \\log q(z_s)`, whose mean is the Monte Carlo
+    ELBO of {eq}`eq-mc-elbo` (Chapter 1).
     """
     dim = eps.shape[-1]
-    log_diag = _log_diag(family, scale_param)
-    log_det = log_diag.sum(-1)
+    log_det = _log_diag(param, covariance_type).sum(-1)
     # log q(z_s) at z_s = mu + L eps_s, in closed form: the value needs no solve.
     log_q_value = (-0.5 * dim * _LOG_2PI - log_det.detach()) - 0.5 * eps.square().sum(-1)
     if estimator == "reparam":
-        z = _sample(family, scale_param, loc, eps)
-        log_p = _log_target_values(log_target, z)
+        z = _sample(loc, param, eps, covariance_type)
+        log_p = call_log_density(log_joint, z, "log_joint", differentiable=True)
         if stl:
             # eq-grad-stl: log q(z; lambda) with lambda held fixed, so that only the
             # path through z = g(eps, lambda) is differentiated (Roeder et al., 2017).
-            w = _whiten(family, scale_param.detach(), loc.detach(), z)
+            w = _whiten(loc.detach(), param.detach(), z, covariance_type)
             terms = log_p - (-0.5 * dim * _LOG_2PI - log_det.detach() - 0.5 * w.square().sum(-1))
         else:
             # eq-grad-reparam-elbo: the entropy 0.5 d (1 + log 2 pi) + log|L| in closed form.
             terms = log_p + (0.5 * dim * (1.0 + _LOG_2PI) + log_det)
-        elbo_terms = log_p.detach() - log_q_value
-    else:
-        with torch.no_grad():
-            z = _sample(family, scale_param, loc, eps)
-            log_p = _log_target_values(log_target, z)
-        # log q(z_s; lambda) at fixed samples: its gradient is the score (eq-grad-score).
-        w = _whiten(family, scale_param, loc, z)
-        log_q = -0.5 * dim * _LOG_2PI - log_det - 0.5 * w.square().sum(-1)
-        elbo_terms = log_p - log_q_value
-        weight = elbo_terms
-        if baseline == "leave-one-out":
-            # b_s = mean of the other S - 1 weights: independent of z_s, so unbiased.
-            weight = weight - (weight.sum() - weight) / (weight.shape[0] - 1)
-        # E_q[grad log q] = 0, so the direct derivative of -log q inside the ELBO drops out.
-        terms = weight * log_q
-    return terms, elbo_terms
+        return terms, log_p.detach() - log_q_value
+    with torch.no_grad():
+        z = _sample(loc, param, eps, covariance_type)
+        log_p = call_log_density(log_joint, z, "log_joint")
+    # log q(z_s; lambda) at fixed samples: its gradient is the score (eq-grad-score).
+    w = _whiten(loc, param, z, covariance_type)
+    log_q = -0.5 * dim * _LOG_2PI - log_det - 0.5 * w.square().sum(-1)
+    elbo_terms = log_p - log_q_value
+    weight = elbo_terms
+    if baseline == "leave-one-out":
+        # b_s = mean of the other S - 1 weights: independent of z_s, so unbiased.
+        weight = weight - (weight.sum() - weight) / (weight.shape[0] - 1)
+    # E_q[grad log q] = 0, so the direct derivative of -log q inside the ELBO drops out.
+    return weight * log_q, elbo_terms
 
 
-def _as_unconstrained(loc, scale_tril, family):
-    """Validate ``loc`` and ``scale_tril``; return float64 tensors (loc, scale_param)."""
-    loc = as_float_array(loc, "loc", ndim=1)
-    tril = as_float_array(scale_tril, "scale_tril", ndim=2)
-    dim = loc.shape[0]
-    if tril.shape != (dim, dim):
-        raise ValueError(f"scale_tril must have shape ({dim}, {dim}) to match loc; got {tril.shape}")
-    if np.any(np.triu(tril, 1) != 0):
-        raise ValueError("scale_tril must be lower triangular; got non-zero entries above the diagonal")
-    check_positive(np.diag(tril), "diagonal of scale_tril")
-    if family == "diagonal":
-        if np.any(np.tril(tril, -1) != 0):
-            raise ValueError("scale_tril must be diagonal for family='diagonal'")
-        scale_param = np.log(np.diag(tril))
-    else:
-        scale_param = np.tril(tril, -1) + np.diag(np.log(np.diag(tril)))
-    return torch.from_numpy(loc.copy()), torch.from_numpy(scale_param)
-
-
-def elbo_grads(log_target, loc, scale_tril, num_samples, *, family="full", estimator="reparam",
-               stl=False, baseline=None, generator=None):
+def elbo_grads(log_joint, loc, scale_tril, num_samples, *, covariance_type="full",
+               estimator="reparam", stl=False, baseline=None, generator=None):
     r"""Single-sample estimates of the ELBO gradient that :func:`fit_gaussian` follows.
 
-    For :math:`q = \mathcal N(\mu, L L^\top)` and an unnormalised
-    :math:`\log \hat p`, returns the :math:`S` single-sample estimates of
-    :math:`\nabla_\lambda \mathcal L(q_\lambda)` with respect to the
-    unconstrained parameters :math:`\lambda = (\mu, \tilde L)`, where
-    :math:`\tilde L` is :math:`L` with its diagonal replaced by
-    :math:`\log L_{ii}` (for the diagonal family, :math:`\log\sigma`):
+    For :math:`q = \mathcal N(\mu, L L^\top)` and a log density
+    :math:`\log p(x, z)` known up to a constant, returns the :math:`S`
+    single-sample estimates of :math:`\nabla_\lambda \mathcal L(q_\lambda)`
+    with respect to the unconstrained parameters :math:`\lambda = (\mu, \tilde L)`,
+    where :math:`\tilde L` is :math:`L` with its diagonal replaced by
+    :math:`\log L_{ii}` (for the diagonal family, :math:`\log\sigma`), the
+    parameterisation of :mod:`vicourse.estimators`:
 
     * ``estimator="reparam"``: {eq}`eq-grad-reparam-elbo`, the pathwise
-      gradient of :math:`\log \hat p(\mu + L\epsilon_s)` plus the entropy
+      gradient of :math:`\log p(x, \mu + L\epsilon_s)` plus the entropy
       :math:`\mathbb H[q] = \tfrac d2 (1 + \log 2\pi) + \sum_i \log L_{ii}` in
       closed form; with ``stl=True``, {eq}`eq-grad-stl`, the path derivative
-      of :math:`\log \hat p(z_s) - \log q_{\bar\lambda}(z_s)` with
+      of :math:`\log p(x, z_s) - \log q_{\bar\lambda}(z_s)` with
       :math:`\bar\lambda` held fixed ("sticking the landing");
     * ``estimator="score"``: {eq}`eq-grad-score` applied to the ELBO,
-      :math:`(\log \hat p(z_s) - \log q(z_s) - b_s)\, \nabla_\lambda \log q_\lambda(z_s)`,
+      :math:`(\log p(x, z_s) - \log q(z_s) - b_s)\, \nabla_\lambda \log q_\lambda(z_s)`,
       with :math:`b_s = 0` or, for ``baseline="leave-one-out"``, the mean of
       the other :math:`S - 1` samples' values.
 
     The per-sample gradients come from one backward pass: each sample gets
     its own copy of the parameters, so the gradient of the sum of the
     :math:`S` surrogate terms with respect to the copies is the (S, ...)
-    stack of single-sample gradients.
+    stack of single-sample gradients.  The noise is drawn as in
+    :mod:`vicourse.estimators` (:math:`\epsilon` of shape (S, d), then
+    :math:`z = \mu + L\epsilon`).
 
     Parameters
     ----------
-    log_target : callable
-        :math:`\log \hat p`: maps a float64 tensor of shape (S, d) to shape (S,),
-        row by row (differentiably, for the reparameterised estimator).
+    log_joint : callable
+        :math:`\log p(x, z)`, or any log density known up to a constant: maps a
+        float64 tensor of shape (S, d) to shape (S,), row by row
+        (differentiably, for the reparameterised estimator).
     loc : array of shape (d,)
         :math:`\mu`.
     scale_tril : array of shape (d, d)
         :math:`L`, lower triangular with a positive diagonal (diagonal for
-        ``family="diagonal"``).
+        ``covariance_type="diag"``).
     num_samples : int, >= 1 (>= 2 with the leave-one-out baseline)
         :math:`S`.
-    family : {"full", "diagonal"}
+    covariance_type : {"full", "diag"}
     estimator : {"reparam", "score"}
     stl : bool
         Sticking the landing; only with ``estimator="reparam"``.
@@ -241,133 +383,237 @@ def elbo_grads(log_target, loc, scale_tril, num_samples, *, family="full", estim
     Returns
     -------
     grad_loc : tensor of shape (S, d)
-    grad_scale : tensor of shape (S, d) (diagonal family: gradients with respect
-        to :math:`\log\sigma`) or (S, d, d) (full family: with respect to
-        :math:`\tilde L`; zero above the diagonal)
+    grad_scale_tril : tensor of shape (S, d) (``"diag"``: gradients in
+        :math:`\log\sigma`) or (S, d, d) (``"full"``: in :math:`\tilde L`;
+        zero above the diagonal)
 
     Raises
     ------
     ValueError
         If an option is unknown or used with the wrong estimator, shapes
         disagree, ``scale_tril`` is not lower triangular with a positive
-        diagonal, ``num_samples`` is too small, or ``log_target`` returns the
-        wrong shape.
+        diagonal, ``num_samples`` is too small or too large, or ``log_joint``
+        returns the wrong shape, NaN or infinite values, or (for the
+        pathwise estimators) values that do not depend on its input through
+        torch operations.
 
     References
     ----------
     Ranganath, Gerrish and Blei (2014); Titsias and Lázaro-Gredilla (2014);
     Roeder, Wu and Duvenaud (2017).
     """
-    _check_log_target(log_target)
-    _check_options(family, estimator, stl, baseline)
-    loc, scale_param = _as_unconstrained(loc, scale_tril, family)
-    num_samples = check_int(num_samples, "num_samples",
-                            minimum=2 if baseline == "leave-one-out" else 1)
+    check_callable(log_joint, "log_joint")
+    covariance_type = check_covariance_type(covariance_type)
+    estimator, stl, baseline = _check_estimator(estimator, stl, baseline)
+    loc, tril = check_loc_scale_tril(loc, scale_tril, covariance_type)
+    dim = loc.shape[0]
+    num_samples = _check_num_samples(num_samples, baseline, dim,
+                                     dim * dim if covariance_type == "full" else dim)
     generator = check_generator(generator)
-    eps = torch.randn(num_samples, loc.shape[0], generator=generator, dtype=torch.float64)
+    loc = torch.from_numpy(loc.copy())
+    tril = torch.from_numpy(tril.copy())
+    param = unconstrained_from_scale_tril(tril, covariance_type)
+    eps, _ = _draw(loc, tril, num_samples, generator)
     # One copy of the parameters per sample: sample s's term depends only on copy s
     # (the leave-one-out weights are constants), so d(sum of terms)/d(copy s) is its gradient.
     loc_s = loc.expand(num_samples, *loc.shape).clone().requires_grad_(True)
-    param_s = scale_param.expand(num_samples, *scale_param.shape).clone().requires_grad_(True)
-    terms, _ = _surrogate(log_target, loc_s, param_s, eps, family, estimator, stl, baseline)
+    param_s = param.expand(num_samples, *param.shape).clone().requires_grad_(True)
+    terms, _ = _surrogate(log_joint, loc_s, param_s, eps, covariance_type, estimator, stl,
+                          baseline)
     grad_loc, grad_scale = torch.autograd.grad(terms.sum(), (loc_s, param_s))
     return grad_loc, grad_scale
 
 
-def fit_gaussian(log_target, dim, *, family="diagonal", estimator="reparam", num_samples, steps,
-                 lr, seed, stl=False, baseline=None) -> GaussianFit:
-    r"""Fit a Gaussian to an unnormalised log-density by black-box VI.
+def _start(dim, loc, scale_tril, init, covariance_type):
+    """The starting point: from ``init``, from ``loc``/``scale_tril``, or N(0, I) in ``dim``."""
+    if init is not None:
+        if not isinstance(init, GaussianFit):
+            raise ValueError(f"init must be a vicourse.GaussianFit or None; got {_describe(init)}")
+        if loc is not None or scale_tril is not None:
+            raise ValueError("init gives the starting point: pass init, or loc and scale_tril, "
+                             "not both")
+        return check_loc_scale_tril(init.loc, init.scale_tril, covariance_type,
+                                    names=("init.loc", "init.scale_tril"))
+    if dim is not None:
+        dim = check_int(dim, "dim", minimum=1, maximum=MAX_DIM)
+    if loc is None and scale_tril is None:
+        if dim is None:
+            raise ValueError("dim must be given when no starting point (init, loc or scale_tril) "
+                             "is; got None")
+        return np.zeros(dim), np.eye(dim)
+    if loc is None:
+        loc = np.zeros(as_float_array(scale_tril, "scale_tril", ndim=2).shape[0])
+    if scale_tril is None:
+        scale_tril = np.eye(as_float_array(loc, "loc", ndim=1).shape[0])
+    loc, tril = check_loc_scale_tril(loc, scale_tril, covariance_type)
+    if loc.shape[0] > MAX_DIM:
+        raise ValueError(f"loc must have at most {MAX_DIM} entries; got {loc.shape[0]}")
+    if dim is not None and dim != loc.shape[0]:
+        raise ValueError(f"dim must match the starting point: loc has {loc.shape[0]} entries; "
+                         f"got dim={dim}")
+    return loc, tril
 
-    Maximises the ELBO {eq}`eq-elbo-def` (Chapter 1) of
-    :math:`q = \mathcal N(\mu, L L^\top)` for :math:`\log \hat p` with Adam
-    (Kingma and Ba, 2015), starting from :math:`\mathcal N(0, I)`.  Each step
-    draws one batch :math:`\epsilon \sim \mathcal N(0, I)` of shape (S, d),
-    forms the surrogate whose gradient is the mean of the single-sample
-    estimates of :func:`elbo_grads` (Chapter 5: {eq}`eq-grad-reparam-elbo`,
-    {eq}`eq-grad-stl` or {eq}`eq-grad-score`), and takes one Adam step on
-    :math:`-\text{surrogate}` (the optimiser minimises).  Vectorised over the
-    samples: no Python loop runs over them.
 
-    Unlike the coordinate-ascent fits of earlier chapters there is no
-    ``tol``: the ELBO estimates are noisy, so a change-based stopping rule
-    would stop at random; the fit runs ``steps`` steps.
+def fit_gaussian(log_joint, dim=None, *, covariance_type="full", estimator="reparam",
+                 stl=False, baseline=None, loc=None, scale_tril=None, init=None, num_samples,
+                 steps, lr, tau0=100.0, kappa=0.0, average=False, tol=1e-3, eval_window=100,
+                 seed) -> GaussianFit:
+    r"""Fit a Gaussian to a log density known up to a constant, by black-box VI.
+
+    Implements {prf:ref}`alg-grad-bbvi` of Chapter 5: maximises the ELBO
+    {eq}`eq-elbo-def` (Chapter 1) of :math:`q = \mathcal N(\mu, L L^\top)` with
+    Adam (Kingma and Ba, 2015).  Each step draws one batch
+    :math:`\epsilon \sim \mathcal N(0, I)` of shape (S, d), forms the
+    surrogate whose gradient is the mean of the single-sample estimates of
+    :func:`elbo_grads` ({eq}`eq-grad-reparam-elbo`, {eq}`eq-grad-stl` or
+    {eq}`eq-grad-score`), and takes one Adam step with step size
+    {eq}`eq-grad-schedule`, until the stopping rule {eq}`eq-grad-stopping`
+    holds or ``steps`` run out.  Vectorised over the samples: no Python loop
+    runs over them.
+
+    At a constant step size the iterates do not converge: they keep moving
+    at a distance from the optimum set by the step size and the gradient
+    noise.  A decreasing step size (``kappa`` in :math:`(1/2, 1]`) or iterate
+    averaging (``average=True``) brings the returned ``q`` closer (Chapter 5
+    measures both); an estimator whose variance vanishes at the optimum (STL,
+    when the family contains the target) also does.
 
     Parameters
     ----------
-    log_target : callable
-        :math:`\log \hat p`: maps a float64 tensor of shape (S, d) to shape (S,),
-        row by row (differentiably, for ``estimator="reparam"``).  Its
-        normaliser need not be known: it only shifts the ELBO.
-    dim : int, >= 1
-        :math:`d`.
-    family : {"diagonal", "full"}
-        A diagonal covariance (mean field) or a full one (Cholesky factor).
+    log_joint : callable
+        :math:`\log p(x, z)` at the observed :math:`x`, or any log density
+        known up to a constant: maps a float64 tensor of shape (S, d) to a
+        tensor of shape (S,) of finite values, row by row (differentiably, for
+        ``estimator="reparam"``).  Its normaliser need not be known: it only
+        shifts the ELBO.
+    dim : int, >= 1, optional
+        :math:`d`; needed only when no starting point is given (then the fit
+        starts at :math:`\mathcal N(0, I)`).
+    covariance_type : {"full", "diag"}
+        A full covariance (Cholesky factor) or a diagonal one (mean field).
     estimator : {"reparam", "score"}
-        Pathwise gradients (needs a differentiable ``log_target``) or
+        Pathwise gradients (needs a differentiable ``log_joint``) or
         score-function gradients (needs only its values).
-    num_samples : int, >= 1 (>= 2 with the leave-one-out baseline)
-        :math:`S`, Monte Carlo samples per step.
-    steps : int, >= 1
-        Number of Adam steps.
-    lr : float, > 0
-        Adam's learning rate.
-    seed : int, >= 0
-        Seeds the :class:`torch.Generator` that draws :math:`\epsilon`.
     stl : bool
         "Sticking the landing" (Roeder et al., 2017): drop the score term of the
         pathwise gradient (``estimator="reparam"`` only).
     baseline : {None, "leave-one-out"}
         For ``estimator="score"``: subtract from each sample's weight the mean
         of the other samples' weights.
+    loc : array of shape (d,), optional
+        The starting :math:`\mu` (default zero).
+    scale_tril : array of shape (d, d), optional
+        The starting :math:`L` (default the identity); diagonal for
+        ``covariance_type="diag"``.
+    init : GaussianFit, optional
+        Start from a previous fit (its ``loc`` and ``scale_tril``), instead of
+        ``loc`` and ``scale_tril``.
+    num_samples : int, >= 1 (>= 2 with the leave-one-out baseline)
+        :math:`S`, Monte Carlo samples per step.
+    steps : int, >= 1
+        The largest number of Adam steps.
+    lr : float, > 0
+        The step size :math:`\eta` of the first step.
+    tau0 : float, > 0
+        :math:`\tau_0` of the schedule :math:`\eta_t = \eta\,(\tau_0 / (\tau_0 + t))^\kappa`.
+    kappa : float in [0, 1]
+        :math:`\kappa`; 0 (the default) keeps the step size constant, values in
+        :math:`(1/2, 1]` give a Robbins–Monro sequence.  scikit-learn's online
+        LDA calls these ``learning_offset`` and ``learning_decay``.
+    average : bool
+        Return the mean of the iterates over the last half of the windows run
+        (Polyak–Ruppert tail averaging, in the unconstrained parameters)
+        instead of the last iterate.
+    tol : float in [0, 1)
+        Stop when the mean ELBO estimate of a window of ``eval_window`` steps
+        changes by less than ``tol`` relative to :math:`\max(\lvert\text{mean}\rvert, 1)`
+        between consecutive windows (Stan's ADVI has the same rule with
+        ``tol_rel_obj=0.01``); 0 runs every step, without a warning.
+    eval_window : int, >= 1
+        Steps per window of the stopping rule (Stan's ``eval_elbo``).
+    seed : int in [0, 2**63 - 1]
+        Seeds the :class:`torch.Generator` that draws :math:`\epsilon`.
 
     Returns
     -------
     GaussianFit
-        ``mean`` (d,), ``cov`` (d, d), ``scale_tril`` (d, d), ``elbos`` (steps,).
+        ``loc`` (d,), ``scale_tril`` (d, d), ``covariance_type``,
+        ``elbos`` (n_iter,): the Monte Carlo ELBO {eq}`eq-mc-elbo` of each step
+        from that step's draws, at the parameters before its update;
+        ``n_iter``; ``converged`` (the stopping rule held); and ``info``:
+
+        - ``"estimator"``, ``"stl"``, ``"baseline"``, ``"num_samples"``,
+          ``"average"``: the settings;
+        - ``"step_sizes"``: ndarray (n_iter,), the step size of every step;
+        - ``"window_means"``: ndarray, the mean ELBO estimate of every
+          complete window of ``eval_window`` steps;
+        - ``"relative_changes"``: ndarray, the stopping rule's relative change
+          between consecutive windows (one fewer than the windows);
+        - ``"last_loc"``, ``"last_scale_tril"``: the last iterate (equal to
+          ``loc`` and ``scale_tril`` unless ``average=True``).
 
     Raises
     ------
     ValueError
-        If ``family``, ``estimator`` or ``baseline`` is unknown or used with
-        the wrong estimator, an integer argument is out of range, ``lr`` is
-        not positive, ``log_target`` returns a shape other than (S,), or the
-        ELBO becomes non-finite (then try a smaller ``lr``).
+        If an argument is malformed (named in the message), an option is
+        unknown or used with the wrong estimator, ``log_joint`` returns a
+        shape other than (S,), NaN or infinite values, or is not
+        differentiable for ``estimator="reparam"``; or if the ELBO estimate or
+        its gradient becomes non-finite during the fit (the message names the
+        step; then try a smaller ``lr``), or the fitted scale under- or
+        overflows (a diverged fit).
+
+    Warns
+    -----
+    ConvergenceWarning
+        If ``tol > 0`` and the stopping rule did not hold within ``steps``.
 
     References
     ----------
     Ranganath, Gerrish and Blei (2014); Kucukelbir et al. (2017); Roeder, Wu
-    and Duvenaud (2017).
+    and Duvenaud (2017); Robbins and Monro (1951); Polyak and Juditsky (1992).
     """
-    _check_log_target(log_target)
-    dim = check_int(dim, "dim", minimum=1)
-    _check_options(family, estimator, stl, baseline)
-    num_samples = check_int(num_samples, "num_samples",
-                            minimum=2 if baseline == "leave-one-out" else 1)
-    steps = check_int(steps, "steps", minimum=1)
-    lr = check_positive(lr, "lr")
-    if np.ndim(lr) != 0:
-        raise ValueError(f"lr must be a scalar; got shape {np.shape(lr)}")
-    seed = check_int(seed, "seed", minimum=0)
-    generator = torch.Generator().manual_seed(seed)
+    check_callable(log_joint, "log_joint")
+    covariance_type = check_covariance_type(covariance_type)
+    estimator, stl, baseline = _check_estimator(estimator, stl, baseline)
+    loc0, tril0 = _start(dim, loc, scale_tril, init, covariance_type)
+    dim = loc0.shape[0]
+    num_samples = _check_num_samples(num_samples, baseline, dim, dim)
+    steps, lr, tau0, kappa, tol, eval_window, average = _check_schedule(
+        lr, tau0, kappa, tol, eval_window, average, steps)
+    generator = torch.Generator().manual_seed(check_seed(seed))
 
-    loc = torch.zeros(dim, dtype=torch.float64, requires_grad=True)
-    shape = (dim,) if family == "diagonal" else (dim, dim)
-    scale_param = torch.zeros(shape, dtype=torch.float64, requires_grad=True)  # L = I
-    optimizer = torch.optim.Adam([loc, scale_param], lr=lr)
-    elbos = torch.empty(steps, dtype=torch.float64)
-    for step in range(steps):
+    loc_t = torch.from_numpy(loc0.copy()).requires_grad_(True)
+    param = unconstrained_from_scale_tril(torch.from_numpy(tril0.copy()), covariance_type)
+    param = param.clone().requires_grad_(True)
+
+    def objective(step):
         eps = torch.randn(num_samples, dim, generator=generator, dtype=torch.float64)
-        terms, elbo_terms = _surrogate(log_target, loc, scale_param, eps, family, estimator,
+        terms, elbo_terms = _surrogate(log_joint, loc_t, param, eps, covariance_type, estimator,
                                        stl, baseline)
-        elbos[step] = elbo_terms.mean().detach()
-        optimizer.zero_grad(set_to_none=True)
-        (-terms.mean()).backward()  # Adam minimises: descend on minus the ELBO surrogate
-        optimizer.step()
-    if not bool(torch.isfinite(elbos).all()):
-        raise ValueError(f"the ELBO became non-finite during the fit (log_target returned "
-                         f"NaN or infinity, or lr={lr} is too large); try a smaller lr")
+        return terms.mean(), elbo_terms.mean()
+
+    result = _stochastic_ascent(objective, [loc_t, param], steps=steps, lr=lr, tau0=tau0,
+                                kappa=kappa, average=average, tol=tol, eval_window=eval_window,
+                                what="fit_gaussian")
     with torch.no_grad():
-        tril = _scale_tril(family, scale_param).numpy().copy()
-    return GaussianFit(mean=loc.detach().numpy().copy(), cov=tril @ tril.T, scale_tril=tril,
-                       elbos=elbos.numpy(), n_iter=steps, family=family, estimator=estimator,
-                       stl=stl)
+        last_loc = loc_t.detach().numpy().copy()
+        last_tril = scale_tril_from_unconstrained(param, covariance_type).numpy().copy()
+        if result.averaged is None:
+            fit_loc, fit_tril = last_loc, last_tril
+        else:
+            fit_loc = result.averaged[0].numpy().copy()
+            fit_tril = scale_tril_from_unconstrained(result.averaged[1], covariance_type).numpy()
+    diagonal = np.diag(fit_tril)
+    if not (np.all(np.isfinite(fit_loc)) and np.all(np.isfinite(fit_tril)) and np.all(diagonal > 0)):
+        raise ValueError(f"fit_gaussian diverged: after {result.n_iter} steps the scale of q has "
+                         f"under- or overflowed (smallest diagonal of scale_tril {diagonal.min():.3g},"
+                         f" largest {diagonal.max():.3g}); try a smaller lr (now {lr:g}) or a "
+                         "decreasing step size (kappa > 0.5)")
+    info = {"estimator": estimator, "stl": stl, "baseline": baseline, "num_samples": num_samples,
+            "average": average, "step_sizes": result.step_sizes,
+            "window_means": result.window_means, "relative_changes": result.relative_changes,
+            "last_loc": last_loc, "last_scale_tril": last_tril}
+    return GaussianFit(loc=fit_loc, scale_tril=np.array(fit_tril), covariance_type=covariance_type,
+                       elbos=result.elbos, n_iter=result.n_iter, converged=result.converged,
+                       info=info)
