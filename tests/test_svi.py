@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import sklearn.decomposition._lda as sklearn_lda
-from bad_inputs import assert_rejects, bad_arrays, bad_ints, bad_scalars, huge_ints, not_numbers
+import torch
+from bad_inputs import (
+    assert_rejects,
+    bad_arrays,
+    bad_callables,
+    bad_ints,
+    bad_scalars,
+    huge_ints,
+    not_numbers,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
@@ -17,7 +26,7 @@ from scipy.special import digamma
 from sklearn.cluster import kmeans_plusplus
 from sklearn.decomposition import LatentDirichletAllocation
 
-from vicourse import ConvergenceWarning, _vbgmm, cavi, svi
+from vicourse import ConvergenceWarning, _vbgmm, cavi, svi, vi
 
 # ---------------------------------------------------------------------------
 # data
@@ -390,3 +399,148 @@ def test_online_lda_rejects_bad_priors_and_tolerances(bad, name):
                                st.just(-np.ones((2, 8))))))
 def test_online_lda_rejects_bad_starting_topics(bad):
     assert_rejects(lambda: _lda(lambda_init=bad), "lambda_init", exceptions=ValueError)
+
+
+# ---------------------------------------------------------------------------
+# 3. doubly stochastic black-box VI
+# ---------------------------------------------------------------------------
+
+_D = torch.distributions
+
+
+def _logistic(n=400, d=3, seed=0):
+    """Bayesian logistic regression data: rows (x_1, ..., x_d, y), x_1 = 1; and its log densities."""
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([np.ones(n), rng.normal(size=(n, d - 1))])
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-x @ np.linspace(-1, 1, d)))).astype(float)
+
+    def log_prior(z):
+        return _D.Normal(0.0, 3.0).log_prob(z).sum(-1)
+
+    def log_lik(z, batch):
+        logits = z @ batch[:, :d].T
+        return _D.Bernoulli(logits=logits).log_prob(batch[:, d].expand_as(logits)).sum(-1)
+
+    return np.column_stack([x, y]), log_prior, log_lik
+
+
+def test_minibatch_gradient_is_unbiased_for_the_whole_data_gradient():
+    # Same seed, same Monte Carlo draws: estimate s differs between the two calls only by its
+    # minibatch, so the mean difference must vanish; error budget 4 standard errors.
+    data, log_prior, log_lik = _logistic()
+    loc, tril = np.array([0.2, -0.1, 0.3]), np.diag([0.3, 0.2, 0.25])
+    draws = 2000
+    full = svi.elbo_grads(log_prior, log_lik, data, loc, tril, draws, seed=7)
+    mini = svi.elbo_grads(log_prior, log_lik, data, loc, tril, draws, batch_size=20, seed=7)
+    for f, m in zip(full, mini, strict=True):
+        diff = (m - f).reshape(draws, -1).numpy()
+        se = diff.std(axis=0, ddof=1) / np.sqrt(draws)
+        assert np.all(np.abs(diff.mean(axis=0)) <= 4 * se + 1e-12), (diff.mean(axis=0), se)
+    # The minibatch adds its own variance: since E[mini - full | draw] = 0, the two are uncorrelated
+    # and Var(mini) = Var(full) + Var(mini - full) (law of total variance), to sampling error.
+    var_full, var_mini, var_diff = (a.var(dim=0).sum().item() for a in (full[0], mini[0], mini[0] - full[0]))
+    assert var_diff > var_full
+    np.testing.assert_allclose(var_mini, var_full + var_diff, rtol=0.2)
+
+
+def test_whole_data_gradient_is_vi_elbo_grads_of_the_log_joint():
+    data, log_prior, log_lik = _logistic(n=50)
+    t = torch.from_numpy(data)
+    loc, tril = np.zeros(3), np.eye(3)
+    ours = svi.elbo_grads(log_prior, log_lik, data, loc, tril, 5, seed=3)
+    theirs = vi.elbo_grads(lambda z: log_prior(z) + log_lik(z, t), loc, tril, 5,
+                           generator=torch.Generator().manual_seed(3))
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_fit_with_the_whole_data_as_the_batch_is_vi_fit_gaussian():
+    # batch_size = n: every minibatch is the data in order, so the loop is black-box VI's own
+    data, log_prior, log_lik = _logistic(n=100)
+    t = torch.from_numpy(data)
+    settings_ = dict(num_samples=4, steps=150, lr=0.05, kappa=0.6, tol=0, seed=11, dim=3,
+                     covariance_type="full", average=True)
+    ours = svi.fit_gaussian(log_prior, log_lik, data, batch_size=100, **settings_)
+    theirs = vi.fit_gaussian(lambda z: log_prior(z) + log_lik(z, t), **settings_)
+    np.testing.assert_allclose(ours.loc, theirs.loc, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.scale_tril, theirs.scale_tril, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.elbos, theirs.elbos, rtol=1e-10)
+    assert ours.info["batch_size"] == ours.info["n_samples"] == 100
+
+
+def test_fit_reads_a_memmap_a_tensor_or_blocks_and_reaches_the_whole_data_fit(tmp_path):
+    data, log_prior, log_lik = _logistic(n=1000, seed=2)
+    path = tmp_path / "data.f8"
+    stored = np.memmap(path, dtype=np.float64, mode="w+", shape=data.shape)
+    stored[:] = data
+    stored.flush()
+    on_disk = np.memmap(path, dtype=np.float64, mode="r", shape=data.shape)
+    settings_ = dict(dim=3, covariance_type="diag", num_samples=2, steps=1000, lr=0.05, kappa=0.7,
+                     average=True, tol=0, seed=4)
+    short = settings_ | {"steps": 30}
+    from_memory = svi.fit_gaussian(log_prior, log_lik, data, batch_size=100, **short)
+    from_disk = svi.fit_gaussian(log_prior, log_lik, on_disk, batch_size=100, **short)
+    from_tensor = svi.fit_gaussian(log_prior, log_lik, torch.from_numpy(data), batch_size=100, **short)
+    np.testing.assert_array_equal(from_disk.loc, from_memory.loc)
+    np.testing.assert_allclose(from_tensor.loc, from_memory.loc, rtol=1e-12)
+    blocks = [data[i:i + 100] for i in range(0, 1000, 100)]
+    fit = svi.fit_gaussian(log_prior, log_lik, blocks, n_samples=1000, **settings_)
+    t = torch.from_numpy(data)
+    whole = vi.fit_gaussian(lambda z: log_prior(z) + log_lik(z, t), **(settings_ | {"steps": 2000}))
+    # Within half a posterior standard deviation of the whole-data fit; the scales, which the
+    # minibatch noise slows most, within 35 % (without the n / |B| scaling they would be
+    # sqrt(10) times too wide).
+    assert np.all(np.abs(fit.loc - whole.loc) < 0.5 * whole.scale), (fit.loc, whole.loc, whole.scale)
+    np.testing.assert_allclose(fit.scale, whole.scale, rtol=0.35)
+
+
+def test_fit_runs_on_the_device_it_is_given():
+    data, log_prior, log_lik = _logistic(n=60)
+    settings_ = dict(batch_size=10, dim=3, num_samples=2, steps=20, lr=0.05, tol=0, seed=1)
+    a = svi.fit_gaussian(log_prior, log_lik, data, **settings_)
+    b = svi.fit_gaussian(log_prior, log_lik, data, device=torch.device("cpu"), **settings_)
+    np.testing.assert_array_equal(a.loc, b.loc)
+    assert a.info["device"] == "cpu"
+    for bad in ("meta", "no-such-device", 3, None) + (() if torch.cuda.is_available() else ("cuda",)):
+        assert_rejects(lambda: svi.fit_gaussian(log_prior, log_lik, data, device=bad, **settings_),  # noqa: B023
+                       "device", exceptions=ValueError)
+
+
+_DATA, _LOG_PRIOR, _LOG_LIK = _logistic(n=30)
+
+
+def _dsvi(**change):
+    args = dict(log_prior=_LOG_PRIOR, log_lik=_LOG_LIK, data=_DATA, batch_size=5, dim=3, num_samples=2,
+                steps=3, lr=0.05, tol=0, seed=0) | change
+    return svi.fit_gaussian(args.pop("log_prior"), args.pop("log_lik"), args.pop("data"), **args)
+
+
+@settings(max_examples=30, deadline=None)
+@given(bad=bad_callables(expected_rows=2), name=st.sampled_from(["log_prior", "log_lik"]))
+def test_dsvi_rejects_log_densities_that_break_the_convention(bad, name):
+    callable_ = (lambda z, batch: bad(z)) if name == "log_lik" and callable(bad) else bad
+    assert_rejects(lambda: _dsvi(**{name: callable_}), name, exceptions=ValueError)
+    if name == "log_prior":
+        assert_rejects(lambda: svi.elbo_grads(bad, _LOG_LIK, _DATA, np.zeros(3), np.eye(3), 2, seed=0),
+                       name, exceptions=ValueError)
+
+
+@settings(max_examples=30, deadline=None)
+@given(bad=st.one_of(not_numbers().filter(lambda v: not isinstance(v, list) or v == [1.0, "a"]),
+                     st.just(np.full((30, 4), np.nan)), st.just(iter([_DATA])),
+                     st.just(np.array(["a", "b"])), st.just(torch.empty((30, 4), device="meta")),
+                     st.just([np.full((5, 4), np.inf)]), st.just(np.empty((0, 4)))))
+def test_dsvi_rejects_data_that_is_not_rows_of_real_numbers(bad):
+    change = {"batch_size": None, "n_samples": 30} if isinstance(bad, list) else {}
+    assert_rejects(lambda: _dsvi(data=bad, **change), "data", exceptions=ValueError)
+
+
+@settings(max_examples=40, deadline=None)
+@given(bad=st.one_of(bad_ints(), huge_ints(), st.just(31)))
+def test_dsvi_rejects_bad_batch_sizes_and_counts(bad):
+    assert_rejects(lambda: _dsvi(batch_size=bad), "batch_size", exceptions=ValueError)
+    blocks = [_DATA[:15], _DATA[15:]]
+    assert_rejects(lambda: _dsvi(data=blocks, batch_size=None, n_samples=bad), "n_samples",
+                   exceptions=ValueError)
+    assert_rejects(lambda: _dsvi(data=blocks, batch_size=5, n_samples=30), "batch_size",
+                   exceptions=ValueError)

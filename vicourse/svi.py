@@ -39,23 +39,34 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from scipy.special import digamma, gammaln, logsumexp
 
-from vicourse import _vbgmm
+from vicourse import _vbgmm, vi
+from vicourse._gaussian import (
+    GaussianFit,
+    check_covariance_type,
+    scale_tril_from_unconstrained,
+    unconstrained_from_scale_tril,
+)
 from vicourse._validation import (
     _describe,
     as_float_array,
+    as_float_tensor,
     as_rng,
+    call_log_density,
     check_bool,
+    check_callable,
     check_in_interval,
     check_int,
     check_scalar,
+    check_seed,
 )
 from vicourse.cavi import BayesianGMMFit, _bayesian_gmm_fit
 from vicourse.exceptions import ConvergenceWarning
 
-__all__ = ["BayesianGMMFit", "OnlineLDAFit", "bayesian_gmm", "bayesian_gmm_elbo", "online_lda",
-           "step_sizes"]
+__all__ = ["BayesianGMMFit", "OnlineLDAFit", "bayesian_gmm", "bayesian_gmm_elbo", "elbo_grads",
+           "fit_gaussian", "online_lda", "step_sizes"]
 
 #: Largest number of entries of a (K, V) topic matrix (2 GiB of float64).
 _MAX_TOPIC_ENTRIES = 2**28
@@ -689,3 +700,348 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
     if tol > 0:
         info["window_means"] = np.asarray(stop.means)
     return OnlineLDAFit(lam_t.T.copy(), gamma, np.asarray(elbos), t, converged, info)
+
+
+# ----------------------------------------------------------------------------
+# 3. doubly stochastic black-box VI: minibatches and Monte Carlo
+# ----------------------------------------------------------------------------
+
+#: Rows of the blocks in which the whole data are read: about this many numbers each.
+_DATA_BLOCK_ENTRIES = 2**16
+
+
+def _check_device(device) -> torch.device:
+    """A torch device that exists here (``"cpu"``, ``"cuda"``, ``torch.device(...)``)."""
+    if not isinstance(device, str | torch.device):
+        raise ValueError(f"device must be a torch.device or a string such as 'cpu' or 'cuda'; "
+                         f"got {_describe(device)}")
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device must name a torch device; got {device!r} ({error})") from None
+    if device.type == "meta":
+        raise ValueError("device must hold data; got the 'meta' device, which has none")
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise ValueError(f"device {str(device)!r} is not available here: {error}") from None
+    return device
+
+
+class _Data:
+    """The data of :func:`fit_gaussian` and :func:`elbo_grads`: minibatches and whole passes.
+
+    An array (NumPy, ``numpy.memmap``, torch) of shape (n, ...) gives minibatches of
+    ``batch_size`` distinct rows drawn uniformly; a re-iterable of blocks (a torch
+    DataLoader, a list of arrays, an object whose ``__iter__`` reads a file block by
+    block) gives its blocks in turn, one per step, starting over after each pass.
+    Every batch is checked (finite numbers) as it is read and handed over as a float64
+    tensor on ``device``.
+    """
+
+    def __init__(self, data, batch_size, n_samples, device):
+        self.device = device
+        self.array = isinstance(data, torch.Tensor) or (
+            hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "__getitem__"))
+        if self.array:
+            shape = tuple(data.shape)
+            if isinstance(data, torch.Tensor) and data.device.type == "meta":
+                raise ValueError("data must hold data; got a tensor on the 'meta' device")
+            kind = str(data.dtype)
+            if len(shape) == 0 or shape[0] < 1 or not any(k in kind for k in ("float", "int")):
+                raise ValueError(f"data must be an array of real numbers with one row per data "
+                                 f"point; got {_describe(data)}")
+            self.n = shape[0]
+            if n_samples is not None and check_int(n_samples, "n_samples", maximum=2**62) != self.n:
+                raise ValueError(f"n_samples must be None or the number of rows of data, {self.n}; "
+                                 f"got {n_samples}")
+            self.batch_size = None if batch_size is None else _check_batch_size(batch_size, self.n,
+                                                                                 "rows of data")
+            width = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            self.block_rows = max(1, _DATA_BLOCK_ENTRIES // width)
+        else:
+            try:
+                iterator = iter(data)
+            except TypeError:
+                raise ValueError(f"data must be an array of shape (n, ...) or a re-iterable of "
+                                 f"blocks of rows; got {_describe(data)}") from None
+            if iterator is data:
+                raise ValueError("data must be re-iterable (an array, a list of blocks, a torch "
+                                 "DataLoader); got an iterator, which is used up after one pass")
+            if batch_size is not None:
+                raise ValueError("batch_size must be None when data is an iterable of blocks (each "
+                                 f"block is one minibatch); got {_describe(batch_size)}")
+            if n_samples is None:
+                raise ValueError("n_samples must be given when data is an iterable of blocks: the "
+                                 "minibatch terms are scaled by n / |B|; got None")
+            self.n = check_int(n_samples, "n_samples", maximum=2**62)
+            self.batch_size = None
+            self.iterator, self.seen = None, 0
+        self.data = data
+
+    def _tensor(self, rows) -> torch.Tensor:
+        tensor = as_float_tensor(rows, "data")
+        if tensor.ndim == 0 or tensor.shape[0] == 0:
+            raise ValueError(f"data must give blocks of at least one row; got shape {tuple(tensor.shape)}")
+        return tensor.to(self.device)
+
+    def batch(self, rng) -> torch.Tensor:
+        """One minibatch (B, ...)."""
+        if self.array:
+            idx = np.sort(rng.choice(self.n, size=self.batch_size, replace=False))
+            if isinstance(self.data, torch.Tensor):
+                return self._tensor(self.data[torch.from_numpy(idx).to(self.data.device)])
+            return self._tensor(np.asarray(self.data[idx]))
+        block = next(self.iterator, None) if self.iterator is not None else None
+        if block is None:
+            if self.iterator is not None and self.seen != self.n:
+                raise ValueError(f"n_samples must equal the rows in one pass over data, {self.seen}; "
+                                 f"got {self.n}")
+            self.iterator, self.seen = iter(self.data), 0
+            block = next(self.iterator, None)
+            if block is None:
+                raise ValueError("data must give at least one block per pass; got an empty pass")
+        tensor = self._tensor(block)
+        self.seen += tensor.shape[0]
+        return tensor
+
+    def blocks(self):
+        """The whole data, once, in blocks."""
+        if self.array:
+            for start in range(0, self.n, self.block_rows):
+                rows = self.data[start:start + self.block_rows]
+                yield self._tensor(rows if isinstance(rows, torch.Tensor) else np.asarray(rows))
+        else:
+            seen = 0
+            for block in self.data:
+                tensor = self._tensor(block)
+                seen += tensor.shape[0]
+                yield tensor
+            if seen != self.n:
+                raise ValueError(f"n_samples must equal the rows in one pass over data, {seen}; "
+                                 f"got {self.n}")
+
+
+def _minibatch_log_joint(log_prior, log_lik, batch: torch.Tensor, scale: float, differentiable: bool):
+    r""":math:`\log p(z) + \frac{n}{|B|}\sum_{i \in B} \log p(x_i \mid z)`, as a log-density callable."""
+
+    def log_joint(z):
+        prior = call_log_density(log_prior, z, "log_prior", differentiable=differentiable)
+        lik = call_log_density(lambda z: log_lik(z, batch), z, "log_lik", differentiable=differentiable)
+        return prior + scale * lik
+
+    return log_joint
+
+
+def _whole_data_log_joint(log_prior, log_lik, data: _Data, differentiable: bool):
+    r""":math:`\log p(z) + \sum_i \log p(x_i \mid z)`, reading the data block by block."""
+
+    def log_joint(z):
+        total = call_log_density(log_prior, z, "log_prior", differentiable=differentiable)
+        for block in data.blocks():
+            total = total + call_log_density(lambda z, block=block: log_lik(z, block), z, "log_lik",
+                                             differentiable=differentiable)
+        return total
+
+    return log_joint
+
+
+def fit_gaussian(log_prior, log_lik, data, *, batch_size=None, n_samples=None, dim=None,
+                 covariance_type="full", estimator="reparam", stl=False, baseline=None, loc=None,
+                 scale_tril=None, init=None, num_samples, steps, lr, tau0=100.0, kappa=0.0,
+                 average=False, tol=1e-3, eval_window=100, seed, device="cpu") -> GaussianFit:
+    r"""Fit a Gaussian to a posterior by doubly stochastic VI: a minibatch and Monte Carlo per step.
+
+    Implements {eq}`eq-svi-dsvi` of Chapter 8 (Titsias and Lázaro-Gredilla,
+    2014).  For a model :math:`p(z)\prod_{i=1}^n p(x_i \mid z)`, each step
+    draws a minibatch :math:`B` and :math:`S` Monte Carlo draws and follows
+    the gradient of
+
+    .. math::
+
+        \hat{\mathcal L}(\lambda) = \frac1S \sum_{s=1}^S \Big[\log p(z_s)
+        + \frac{n}{|B|} \sum_{i \in B} \log p(x_i \mid z_s)\Big] + \mathbb H[q_\lambda],
+        \qquad z_s = \mu + L\epsilon_s,
+
+    an unbiased estimate of the ELBO and of its gradient, whatever :math:`B`
+    is: each step costs :math:`O(|B|)`, not :math:`O(n)`.  The loop is black-box
+    VI's own (:func:`vicourse.vi.fit_gaussian`: Adam, the step-size schedule,
+    iterate averaging, the windowed stopping rule, the checks); only the log
+    density changes from step to step.
+
+    Parameters
+    ----------
+    log_prior : callable
+        :math:`\log p(z)`: maps a float64 tensor of shape (S, d) to shape (S,),
+        with torch operations (differentiably, for ``estimator="reparam"``).
+    log_lik : callable
+        ``log_lik(z, batch)``: :math:`\sum_{i \in B} \log p(x_i \mid z)` for
+        ``z`` of shape (S, d) and the rows ``batch`` (B, ...) of ``data``, as a
+        tensor of shape (S,).
+    data : array of shape (n_samples, ...), or a re-iterable of blocks
+        A NumPy array, a ``numpy.memmap`` (the data then stay on disk; each
+        step reads its minibatch) or a torch tensor, from which each step draws
+        ``batch_size`` distinct rows uniformly; or a re-iterable of blocks of
+        rows (a list, a torch ``DataLoader``, an object whose ``__iter__``
+        reads a file block by block), each block one step's minibatch, passed
+        over again and again.  Every minibatch is checked (finite numbers) and
+        moved to ``device`` as float64.
+    batch_size : int in [1, n_samples]
+        Rows per minibatch, for an array; None for an iterable of blocks.
+    n_samples : int, optional
+        :math:`n`; required for an iterable of blocks (the number of rows of
+        one pass), otherwise the rows of ``data``.
+    dim, covariance_type, estimator, stl, baseline, loc, scale_tril, init
+        As :func:`vicourse.vi.fit_gaussian`.
+    num_samples, steps, lr, tau0, kappa, average, tol, eval_window, seed
+        As :func:`vicourse.vi.fit_gaussian`; ``seed`` also draws the minibatches.
+    device : str or torch.device
+        Where the parameters, the draws and each minibatch live (``"cpu"``,
+        ``"cuda"``); the draws are made on the CPU from ``seed`` and moved, so
+        a seed gives the same fit on every device, up to the device's rounding.
+
+    Returns
+    -------
+    GaussianFit
+        As :func:`vicourse.vi.fit_gaussian`; ``elbos[t]`` is step ``t + 1``'s
+        estimate :math:`\hat{\mathcal L}` (its minibatch and its draws, at the
+        parameters before its update); ``info`` also holds ``"batch_size"``,
+        ``"n_samples"`` and ``"device"``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`vicourse.vi.fit_gaussian`, naming ``log_prior`` or
+        ``log_lik`` when one returns the wrong shape or non-finite values; if
+        ``data`` is not an array of real numbers or a re-iterable of blocks,
+        a minibatch holds NaN or infinity, ``batch_size`` or ``n_samples`` do
+        not fit ``data``, or ``device`` does not exist here.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If ``tol > 0`` and the stopping rule did not hold within ``steps``.
+
+    References
+    ----------
+    Titsias and Lázaro-Gredilla (2014), "Doubly stochastic variational Bayes
+    for non-conjugate inference", ICML; Hoffman et al. (2013); Kucukelbir et
+    al. (2017).
+    """
+    check_callable(log_prior, "log_prior")
+    check_callable(log_lik, "log_lik")
+    covariance_type = check_covariance_type(covariance_type)
+    estimator, stl, baseline = vi._check_estimator(estimator, stl, baseline)
+    device = _check_device(device)
+    source = _Data(data, batch_size, n_samples, device)
+    if source.array and source.batch_size is None:
+        raise ValueError("batch_size must be given when data is an array; got None")
+    loc0, tril0 = vi._start(dim, loc, scale_tril, init, covariance_type)
+    dim = loc0.shape[0]
+    num_samples = vi._check_num_samples(num_samples, baseline, dim, dim)
+    steps, lr, tau0, kappa, tol, eval_window, average = vi._check_schedule(
+        lr, tau0, kappa, tol, eval_window, average, steps)
+    seed = check_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    loc_t = torch.from_numpy(loc0.copy()).to(device).requires_grad_(True)
+    param = unconstrained_from_scale_tril(torch.from_numpy(tril0.copy()), covariance_type)
+    param = param.to(device).requires_grad_(True)
+    differentiable = estimator == "reparam"
+
+    def objective(step):
+        batch = source.batch(rng)
+        log_joint = _minibatch_log_joint(log_prior, log_lik, batch, source.n / batch.shape[0],
+                                         differentiable)
+        eps = torch.randn(num_samples, dim, generator=generator, dtype=torch.float64).to(device)
+        terms, elbo_terms = vi._surrogate(log_joint, loc_t, param, eps, covariance_type,
+                                          estimator, stl, baseline)
+        return terms.mean(), elbo_terms.mean()
+
+    result = vi._stochastic_ascent(objective, [loc_t, param], steps=steps, lr=lr, tau0=tau0,
+                                   kappa=kappa, average=average, tol=tol, eval_window=eval_window,
+                                   what="svi.fit_gaussian")
+    with torch.no_grad():
+        last = (loc_t, param)
+        chosen = last if result.averaged is None else result.averaged
+        last_loc, last_tril = (t.cpu().numpy().copy() for t in
+                               (last[0], scale_tril_from_unconstrained(last[1], covariance_type)))
+        fit_loc = chosen[0].cpu().numpy().copy()
+        fit_tril = scale_tril_from_unconstrained(chosen[1], covariance_type).cpu().numpy().copy()
+    if not (np.all(np.isfinite(fit_loc)) and np.all(np.isfinite(fit_tril))
+            and np.all(np.diag(fit_tril) > 0)):
+        raise ValueError(f"svi.fit_gaussian diverged: after {result.n_iter} steps the scale of q "
+                         f"has under- or overflowed; try a smaller lr (now {lr:g}) or a decreasing "
+                         "step size (kappa > 0.5)")
+    info = {"estimator": estimator, "stl": stl, "baseline": baseline, "num_samples": num_samples,
+            "average": average, "step_sizes": result.step_sizes,
+            "window_means": result.window_means, "relative_changes": result.relative_changes,
+            "last_loc": last_loc, "last_scale_tril": last_tril,
+            "batch_size": source.batch_size, "n_samples": source.n, "device": str(device)}
+    return GaussianFit(loc=fit_loc, scale_tril=fit_tril, covariance_type=covariance_type,
+                       elbos=result.elbos, n_iter=result.n_iter, converged=result.converged,
+                       info=info)
+
+
+def elbo_grads(log_prior, log_lik, data, loc, scale_tril, num_samples, *, batch_size=None,
+               n_samples=None, covariance_type="full", stl=False, seed):
+    r"""Single-draw estimates of the ELBO gradient, each from its own draw and its own minibatch.
+
+    Implements {eq}`eq-svi-dsvi` of Chapter 8: estimate :math:`s` is the
+    pathwise gradient (:func:`vicourse.vi.elbo_grads`, ``estimator="reparam"``)
+    of :math:`\log p(z_s) + \frac{n}{|B_s|}\sum_{i \in B_s} \log p(x_i \mid z_s) +
+    \mathbb H[q]` with its own :math:`\epsilon_s` and its own minibatch
+    :math:`B_s` (drawn as in :func:`fit_gaussian`).  With ``batch_size=None``
+    and an array, or an iterable of blocks, :math:`B_s` is the whole data
+    (read block by block): the estimates then carry the Monte Carlo noise
+    only, and the difference of the two variances is what the minibatch adds.
+
+    Parameters
+    ----------
+    log_prior, log_lik, data, n_samples, covariance_type, stl
+        As :func:`fit_gaussian`.
+    loc : array of shape (d,)
+    scale_tril : array of shape (d, d)
+        The Gaussian :math:`q` at which to estimate.
+    num_samples : int, >= 1
+        Estimates to return.
+    batch_size : int in [1, n_samples], optional
+        Rows per minibatch (an array only); None for the whole data.
+    seed : int in [0, 2**63 - 1]
+        Draws :math:`\epsilon` and the minibatches.
+
+    Returns
+    -------
+    grad_loc : tensor of shape (num_samples, d)
+    grad_scale_tril : tensor of shape (num_samples, d) (``"diag"``) or (num_samples, d, d) (``"full"``)
+        In the unconstrained parameters of :func:`vicourse.vi.elbo_grads`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`fit_gaussian` and :func:`vicourse.vi.elbo_grads`.
+    """
+    check_callable(log_prior, "log_prior")
+    check_callable(log_lik, "log_lik")
+    covariance_type = check_covariance_type(covariance_type)
+    stl = check_bool(stl, "stl")
+    source = _Data(data, batch_size, n_samples, torch.device("cpu"))
+    num_samples = check_int(num_samples, "num_samples", maximum=10**6)
+    seed = check_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    whole = None if source.batch_size is not None else _whole_data_log_joint(log_prior, log_lik,
+                                                                              source, True)
+    if whole is None:
+        # row s of the draws meets minibatch s
+        terms = [_minibatch_log_joint(log_prior, log_lik, batch, source.n / batch.shape[0], True)
+                 for batch in (source.batch(rng) for _ in range(num_samples))]
+
+        def log_joint(z):
+            return torch.cat([term(z[s:s + 1]) for s, term in enumerate(terms)])
+    else:
+        log_joint = whole
+    # vi.elbo_grads draws the Monte Carlo noise and takes every gradient in one backward pass
+    return vi.elbo_grads(log_joint, loc, scale_tril, num_samples, covariance_type=covariance_type,
+                         stl=stl, generator=generator)
