@@ -175,36 +175,6 @@ def test_svi_windowed_stopping_rule_converges_or_warns():
 # ---------------------------------------------------------------------------
 
 
-class _GeneratorAsRandomState:
-    """Hands scikit-learn's LDA the draws of a numpy Generator: it only calls ``gamma``."""
-
-    def __init__(self, seed):
-        self.rng = np.random.default_rng(seed)
-
-    def gamma(self, shape, scale, size):
-        return self.rng.gamma(shape, scale, size)
-
-
-def _sklearn_lda(counts, n_topics, seed, **settings):
-    """scikit-learn's online LDA with our draws: the starting topics, then each batch's gamma.
-
-    ``_init_latent_vars`` is scikit-learn's own, except that ``random_state_`` is the Generator of
-    ``seed``; our online_lda draws from the same Generator in the same order (shuffle=False)."""
-    lda = LatentDirichletAllocation(n_components=n_topics, learning_method="online", evaluate_every=-1,
-                                    **settings)
-
-    def init(n_features, dtype=np.float64):
-        lda.random_state_ = _GeneratorAsRandomState(seed)
-        lda.n_batch_iter_, lda.n_iter_ = 1, 0
-        lda.doc_topic_prior_ = 1.0 / n_topics if lda.doc_topic_prior is None else lda.doc_topic_prior
-        lda.topic_word_prior_ = 1.0 / n_topics if lda.topic_word_prior is None else lda.topic_word_prior
-        lda.components_ = lda.random_state_.gamma(100.0, 0.01, (n_topics, n_features))
-        lda.exp_dirichlet_component_ = np.exp(sklearn_lda._dirichlet_expectation_2d(lda.components_))
-
-    lda._init_latent_vars = init
-    return lda.fit(counts)
-
-
 def _exact_digamma(monkeypatch):
     """Replace scikit-learn's fast series for digamma (accurate to ~1e-9) by scipy's."""
 
@@ -224,15 +194,18 @@ OURS = dict(batch_size=32, tau0=10.0, kappa=0.7, max_iter=3, shuffle=False)
 
 @pytest.mark.parametrize("exact_digamma, rtol", [(True, 1e-11), (False, 1e-6)])
 def test_online_lda_matches_sklearn_from_the_same_draws(monkeypatch, exact_digamma, rtol):
-    # The loops differ in three ways: ours updates a batch's documents together (each stops on
+    # scikit-learn draws the starting topics and each batch's starting gamma from
+    # RandomState(random_state); a RandomState passed as seed replays those draws.  The loops
+    # then differ in three ways: ours updates a batch's documents together (each stops on
     # scikit-learn's test, mean |change of gamma_d| < mean_change_tol), computes psi with scipy
     # (scikit-learn's series is accurate to ~1e-9), and writes the same sums in another order.
     # With scipy's psi in both, the topics agree to rounding; as shipped, to the series' accuracy.
     if exact_digamma:
         _exact_digamma(monkeypatch)
     counts, _ = _corpus(D=200, seed=1)
-    sk = _sklearn_lda(counts, 4, seed=3, **SETTINGS)
-    ours = svi.online_lda(counts, 4, seed=3, **OURS)
+    sk = LatentDirichletAllocation(n_components=4, learning_method="online", evaluate_every=-1,
+                                   random_state=3, **SETTINGS).fit(counts)
+    ours = svi.online_lda(counts, 4, seed=np.random.RandomState(3), **OURS)
     assert ours.n_iter == sk.n_batch_iter_ - 1 == 3 * 7
     np.testing.assert_allclose(ours.lambda_, sk.components_, rtol=rtol)
     # gamma: one local step for the returned topics from gamma = 1, scikit-learn's transform

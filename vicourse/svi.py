@@ -468,7 +468,11 @@ def _lda_local_step(Xb: sp.csr_matrix, exp_elog_beta_t: np.ndarray, alpha: float
     empty = lengths == 0
     gamma[empty] = alpha                        # no words: the update gives alpha at once
     exp_theta[empty] = np.exp(_dirichlet_expectation(gamma[empty], axis=1))
-    active = np.flatnonzero(~empty)             # documents still iterating
+    # The documents still iterating, kept compact: their gamma and exp E[log theta], and their
+    # nonzero counts with the topics' exp E[log beta] of each word.  A document that stops is
+    # written back and dropped.
+    active = np.flatnonzero(~empty)
+    gamma_a, theta_a = gamma[active], exp_theta[active]
     keep = np.repeat(~empty, lengths)
     rows = np.repeat(np.arange(active.size), lengths[active])   # nonzero -> position in active
     cnts = Xb.data[keep]
@@ -477,22 +481,21 @@ def _lda_local_step(Xb: sp.csr_matrix, exp_elog_beta_t: np.ndarray, alpha: float
     for _ in range(max_iter):
         if active.size == 0:
             break
-        theta_act = exp_theta[active]
-        norm = np.einsum("ij,ij->i", theta_act[rows], beta_nz) + eps
+        norm = np.einsum("ij,ij->i", theta_a[rows], beta_nz) + eps
         weighted = beta_nz * (cnts / norm)[:, None]
-        new = theta_act * np.add.reduceat(weighted, starts, axis=0) + alpha
-        change = np.einsum("ij->i", np.abs(new - gamma[active])) / K
-        gamma[active] = new
-        exp_theta[active] = np.exp(_dirichlet_expectation(new, axis=1))
+        new = theta_a * np.add.reduceat(weighted, starts, axis=0) + alpha
+        change = np.einsum("ij->i", np.abs(new - gamma_a)) / K
+        gamma_a, theta_a = new, np.exp(_dirichlet_expectation(new, axis=1))
         done = change < mean_change_tol
         if done.any():
+            gamma[active[done]], exp_theta[active[done]] = gamma_a[done], theta_a[done]
             still = ~done
             keep_nz = np.repeat(still, lengths[active])
-            active = active[still]
-            renumber = np.cumsum(still) - 1
-            rows = renumber[rows[keep_nz]]
+            active, gamma_a, theta_a = active[still], gamma_a[still], theta_a[still]
+            rows = (np.cumsum(still) - 1)[rows[keep_nz]]
             cnts, beta_nz = cnts[keep_nz], beta_nz[keep_nz]
             starts = np.concatenate([[0], np.cumsum(lengths[active])[:-1]])
+    gamma[active], exp_theta[active] = gamma_a, theta_a         # those that ran out of iterations
     # statistics sum_d n_dw phi_dwk / exp E[log beta_kw], with the final gamma (as scikit-learn)
     doc_of = np.repeat(np.arange(B), lengths)
     norm = np.einsum("ij,ij->i", exp_theta[doc_of], exp_elog_beta_t[Xb.indices]) + eps
@@ -553,7 +556,9 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
     test), :math:`\psi` is :func:`scipy.special.digamma` (scikit-learn uses a
     faster series accurate to about :math:`10^{-9}`), and with ``shuffle=True``
     each pass visits the documents in a new random order (scikit-learn goes
-    in order, as ``shuffle=False`` does).
+    in order, as ``shuffle=False`` does).  Passing
+    ``seed=numpy.random.RandomState(s)`` replays scikit-learn's draws for
+    ``random_state=s``.
 
     Parameters
     ----------
@@ -570,9 +575,11 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
         counted over all passes; with minibatches ``kappa <= 0.5`` warns.
     max_iter : int, >= 1
         Passes over the corpus.
-    seed : int, numpy.random.Generator or None
+    seed : int, numpy.random.Generator, numpy.random.RandomState or None
         Draws the starting topics (unless ``lambda_init`` is given), each
-        batch's starting :math:`\gamma`, and the order of the documents.
+        batch's starting :math:`\gamma`, and the order of the documents.  A
+        ``numpy.random.RandomState(s)`` gives scikit-learn's draws for
+        ``random_state=s``, in the same order (with ``shuffle=False``).
     shuffle : bool
         Visit the documents of each pass in a random order.
     lambda_init : array of shape (n_topics, n_words), positive, optional
@@ -632,7 +639,8 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
     batch_size = _check_batch_size(batch_size, D, "documents")
     tau0, kappa = _check_schedule(tau0, kappa)
     max_iter = check_int(max_iter, "max_iter", maximum=10**6)
-    rng = as_rng(seed)
+    # scikit-learn draws from a legacy RandomState; accept one so that its draws can be replayed
+    rng = seed if isinstance(seed, np.random.RandomState) else as_rng(seed)
     shuffle = check_bool(shuffle, "shuffle")
     max_doc_update_iter = check_int(max_doc_update_iter, "max_doc_update_iter", maximum=10**6)
     mean_change_tol = check_scalar(mean_change_tol, "mean_change_tol", nonnegative=True)
