@@ -517,3 +517,14 @@ def test_dsvi_rejects_bad_batch_sizes_and_counts(bad):
                    exceptions=ValueError)
     assert_rejects(lambda: _dsvi(data=blocks, batch_size=5, n_samples=30), "batch_size",
                    exceptions=ValueError)
+
+
+def test_online_lda_with_the_whole_corpus_and_unit_steps_is_batch_vb():
+    # batch_size = D and kappa = 0: lambda = eta + sum_d n_dw phi_dwk, scikit-learn's batch VB
+    counts, _ = _corpus(D=80, V=50, seed=8)
+    peer = LatentDirichletAllocation(n_components=3, learning_method="batch", max_iter=2,
+                                     random_state=7, evaluate_every=-1).fit(counts)
+    ours = svi.online_lda(counts, 3, batch_size=80, kappa=0.0, max_iter=2, shuffle=False,
+                          seed=np.random.RandomState(7))
+    np.testing.assert_allclose(ours.info["step_sizes"], 1.0)
+    np.testing.assert_allclose(ours.lambda_, peer.components_, rtol=1e-6)
