@@ -67,27 +67,32 @@ def fitters(X, resp_init, iterations):
     return ours, peer
 
 
+def memory_at(n: int) -> tuple[float, float, float]:
+    """Peak numpy memory (MiB) of a 2-sweep fit, vicourse and scikit-learn, and their agreement."""
+    X, resp_init = make_problem(n)
+    ours, peer = fitters(X, resp_init, 2)
+    fits = {}
+    mem_ours = peak_python_memory_mb(lambda: fits.setdefault("ours", ours()))
+    mem_peer = peak_python_memory_mb(lambda: fits.setdefault("peer", peer()))
+    # the two do the same computation
+    agreement = float(np.max(np.abs(fits["ours"].m - fits["peer"].means_))
+                      / np.abs(fits["peer"].means_).max())
+    assert agreement < 1e-6, agreement
+    return mem_ours, mem_peer, agreement
+
+
 def main() -> None:
     extra = {}
     memory_ratios = []
     for n in MEMORY_SIZES:
-        X, resp_init = make_problem(n)
-        ours, peer = fitters(X, resp_init, 2)
-        fits = {}
-        mem_ours = peak_python_memory_mb(lambda: fits.setdefault("ours", ours()))       # noqa: B023
-        mem_peer = peak_python_memory_mb(lambda: fits.setdefault("peer", peer()))       # noqa: B023
-        # the two do the same computation
-        agreement = float(np.max(np.abs(fits["ours"].m - fits["peer"].means_))
-                          / np.abs(fits["peer"].means_).max())
-        assert agreement < 1e-6, agreement
-        resp_mb = X.shape[0] * K * 8 / 2**20
+        mem_ours, mem_peer, agreement = memory_at(n)
+        resp_mb = n * K * 8 / 2**20
         memory_ratios.append(mem_ours / mem_peer)
         extra[f"n = {n:.0e}: peak memory, vicourse / scikit-learn (MiB)"] = (
             f"{mem_ours:.1f} / {mem_peer:.1f} (ratio {mem_ours / mem_peer:.2f}, target <= "
             f"{MEMORY_TARGET}); beyond the returned responsibilities ({resp_mb:.1f} MiB): "
             f"{mem_ours - resp_mb:.1f} / {mem_peer - resp_mb:.1f}")
         extra[f"n = {n:.0e}: max relative difference of the means (2 sweeps)"] = f"{agreement:.1e}"
-        del X, resp_init, fits
 
     X, resp_init = make_problem(N)
     ours, peer = fitters(X, resp_init, ITERATIONS)

@@ -38,19 +38,19 @@ def make_target(dim: int, seed: int = 0):
     precision = torch.from_numpy(a @ a.T + np.eye(dim))
     mean = torch.from_numpy(rng.normal(size=dim))
 
-    def log_target(z):
+    def log_joint(z):
         diff = z - mean
         return -0.5 * ((diff @ precision) * diff).sum(-1)
 
-    return log_target
+    return log_joint
 
 
-def plain_loop(log_target, dim: int, family: str, seed: int, kappa: float = 0.0,
+def plain_loop(log_joint, dim: int, covariance_type: str, seed: int, kappa: float = 0.0,
                average: bool = False):
     """The hand-written peer: reparameterised ELBO with the entropy in closed form."""
     generator = torch.Generator().manual_seed(seed)
     loc = torch.zeros(dim, dtype=torch.float64, requires_grad=True)
-    if family == "diag":
+    if covariance_type == "diag":
         log_scale = torch.zeros(dim, dtype=torch.float64, requires_grad=True)
         params = [loc, log_scale]
     else:
@@ -63,14 +63,14 @@ def plain_loop(log_target, dim: int, family: str, seed: int, kappa: float = 0.0,
     const = 0.5 * dim * (1.0 + math.log(2 * math.pi))
     for step in range(STEPS):
         eps = torch.randn(NUM_SAMPLES, dim, generator=generator, dtype=torch.float64)
-        if family == "diag":
+        if covariance_type == "diag":
             z = loc + eps * log_scale.exp()
             log_det = log_scale.sum()
         else:
             tril = torch.tril(raw, -1) + torch.diag(raw.diagonal().exp())
             z = loc + eps @ tril.T
             log_det = raw.diagonal().sum()
-        log_p = log_target(z)
+        log_p = log_joint(z)
         elbo = log_p.mean() + const + log_det
         # the Monte Carlo ELBO of the step, log p - log q at the samples
         elbos[step] = (log_p.detach() + 0.5 * eps.square().sum(-1)).mean() \
@@ -91,18 +91,19 @@ def main() -> None:
     # and on a shared machine they contend. Both sides run under the same setting.
     torch.set_num_threads(1)
     rows = []
-    cases = [(dim, family, {}) for dim in (10, 100) for family in ("diag", "full")]
+    cases = [(dim, covariance_type, {}) for dim in (10, 100) for covariance_type in ("diag", "full")]
     cases.append((100, "full", {"kappa": 0.7, "average": True}))
-    for dim, family, extra in cases:
-        log_target = make_target(dim)
+    for dim, covariance_type, extra in cases:
+        log_joint = make_target(dim)
 
-        def ours(log_target=log_target, dim=dim, family=family, extra=extra):
-            return fit_gaussian(log_target, dim, covariance_type=family, estimator="reparam",
+        def ours(log_joint=log_joint, dim=dim, covariance_type=covariance_type, extra=extra):
+            return fit_gaussian(log_joint, dim, covariance_type=covariance_type,
+                                estimator="reparam",
                                 num_samples=NUM_SAMPLES, steps=STEPS, lr=LR, tau0=TAU0, tol=0,
                                 eval_window=WINDOW, seed=0, **extra)
 
-        def peer(log_target=log_target, dim=dim, family=family, extra=extra):
-            return plain_loop(log_target, dim, family, seed=0, **extra)
+        def peer(log_joint=log_joint, dim=dim, covariance_type=covariance_type, extra=extra):
+            return plain_loop(log_joint, dim, covariance_type, seed=0, **extra)
 
         # Same seed, same noise, same maths: the two must agree before they are timed.
         fit, (peer_loc, peer_elbos) = ours(), peer()
@@ -111,7 +112,7 @@ def main() -> None:
         result = compare(ours, peer, repeats=5)
         label = ", decreasing step size and averaging" if extra else ""
         rows.append({
-            "case": f"d = {dim}, {family}{label}",
+            "case": f"d = {dim}, {covariance_type}{label}",
             **result,
             "extra": {
                 "steps per second (vicourse / plain loop)":

@@ -111,6 +111,18 @@ def bad_ints(*, minimum: int = 1) -> st.SearchStrategy:
     )
 
 
+def not_bools() -> st.SearchStrategy:
+    """Values that are not a bool for a flag argument: None, strings, 0 and 1, floats, ..."""
+    return st.one_of(not_numbers().filter(lambda v: not isinstance(v, bool | np.bool_)),
+                     st.integers(0, 1), st.floats(0, 1))
+
+
+def bad_seeds() -> st.SearchStrategy:
+    """Every kind of bad seed: wrong types, floats, negative, beyond 2**63 - 1."""
+    return st.one_of(not_numbers(), st.floats(allow_nan=True, allow_infinity=True),
+                     st.integers(max_value=-1), st.integers(min_value=2**63, max_value=2**300))
+
+
 def bad_callables(expected_rows) -> st.SearchStrategy:
     """Log-density callables that break the convention: wrong shape, NaN, +inf, not a tensor.
 

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 import sklearn.datasets
 import torch
+from bad_inputs import assert_rejects, bad_scalars, bad_seeds, not_bools
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vicourse.datasets import load_digits
 
@@ -57,14 +60,41 @@ def test_the_seed_fixes_the_split():
     assert not torch.equal(a_train, c_train)
 
 
-def test_load_digits_rejects_bad_arguments():
-    for fraction in (0.0, 1.0, -0.2, 1.5, "0.2", True):
-        with pytest.raises(ValueError, match="test_fraction"):
-            load_digits(test_fraction=fraction)
-    for seed in (-1, 1.5, None, True):
-        with pytest.raises(ValueError, match="seed"):
-            load_digits(seed=seed)
-    with pytest.raises(ValueError, match="binarize"):
-        load_digits(binarize="yes")
-    with pytest.raises(ValueError, match="return_labels"):
-        load_digits(return_labels=1)
+def test_every_seed_up_to_the_largest_gives_a_stratified_split():
+    # Seeds beyond 2**32 (which scikit-learn's integer random_state refuses) work too.
+    splits = [load_digits(seed=seed, return_labels=True) for seed in (2**32, 2**63 - 1)]
+    for _, test, _, y_test in splits:
+        assert test.shape[0] == 360
+        assert np.bincount(y_test.numpy(), minlength=10).min() >= 35
+    assert not torch.equal(splits[0][1], splits[1][1])
+
+
+@pytest.mark.parametrize("fraction", [10 / 1797, 1 - 10 / 1797])
+def test_the_most_extreme_test_fractions_keep_every_digit_in_both_parts(fraction):
+    train, test, y_train, y_test = load_digits(test_fraction=fraction, return_labels=True)
+    assert min(train.shape[0], test.shape[0]) == 10
+    assert set(y_train.tolist()) == set(y_test.tolist()) == set(range(10))
+
+
+def rejects(call, name):
+    assert_rejects(call, name, exceptions=ValueError)
+
+
+@settings(max_examples=40, deadline=None)
+@given(bad=not_bools(), which=st.sampled_from(["binarize", "return_labels"]))
+def test_load_digits_rejects_flags_that_are_not_bools(bad, which):
+    rejects(lambda: load_digits(**{which: bad}), which)
+
+
+@settings(max_examples=60, deadline=None)
+@given(bad=st.one_of(bad_scalars(), st.floats(max_value=8.5 / 1797),
+                     st.floats(min_value=1 - 8.5 / 1797)))
+def test_load_digits_rejects_bad_test_fractions(bad):
+    # Outside (0, 1), or so close to an end that a part would lack some digit.
+    rejects(lambda: load_digits(test_fraction=bad), "test_fraction")
+
+
+@settings(max_examples=40, deadline=None)
+@given(bad=bad_seeds())
+def test_load_digits_rejects_bad_seeds(bad):
+    rejects(lambda: load_digits(seed=bad), "seed")

@@ -22,6 +22,16 @@ def test_as_float_array_checks_dimensions_emptiness_and_finiteness():
     np.testing.assert_array_equal(v.as_float_array(np.arange(3, dtype=np.uint8), "x"), [0, 1, 2])
 
 
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.one_of(st.floats(width=32), st.sampled_from([3e38, -3e38])),
+                       min_size=1, max_size=20),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_all_finite_agrees_with_the_elementwise_test(values, dtype):
+    # NaN, +-inf anywhere, and finite entries whose float32 sum overflows.
+    tensor = torch.tensor(values, dtype=dtype)
+    assert v.all_finite(tensor) == bool(torch.isfinite(tensor).all())
+
+
 @settings(max_examples=60, deadline=None)
 @given(bad=bad_arrays(shape=(3, 2)))
 def test_as_float_array_rejects_every_kind_of_bad_array(bad):

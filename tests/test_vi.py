@@ -12,8 +12,9 @@ from bad_inputs import (
     bad_callables,
     bad_ints,
     bad_scalars,
+    bad_seeds,
     meta_tensors,
-    non_positive,
+    not_bools,
     not_numbers,
 )
 from hypothesis import given, settings
@@ -458,8 +459,7 @@ def test_a_bad_rate_or_tolerance_is_rejected_by_name(name, bad):
 
 
 @settings(max_examples=40, deadline=None)
-@given(bad=st.one_of(not_numbers().filter(lambda v: not isinstance(v, bool | np.bool_)),
-                     st.integers(), non_positive()))
+@given(bad=not_bools())
 def test_a_flag_that_is_not_a_bool_is_rejected_by_name(bad):
     for name in ("stl", "average"):
         assert_rejects(_fit(**{name: bad}), name, exceptions=ValueError)
@@ -483,8 +483,7 @@ def test_options_used_with_the_wrong_estimator_are_rejected_by_name(call):
 
 
 @settings(max_examples=40, deadline=None)
-@given(bad=st.one_of(not_numbers(), st.floats(allow_nan=True), st.integers(max_value=-1),
-                     st.integers(min_value=2**63, max_value=2**200)))
+@given(bad=bad_seeds())
 def test_a_bad_seed_is_rejected_by_name(bad):
     assert_rejects(_fit(seed=bad), "seed", exceptions=ValueError)
 

@@ -17,11 +17,24 @@ import torch
 from scipy.special import xlogy
 
 from vicourse._random import sample
-from vicourse._validation import as_float_array, check_generator, check_int, check_probability_vector
+from vicourse._validation import (
+    _describe,
+    _to_numpy,
+    call_log_density,
+    check_callable,
+    check_generator,
+    check_int,
+    check_probability_vector,
+)
+
+__all__ = ["discrete_elbo", "monte_carlo_elbo"]
+
+# Monte Carlo draws are refused beyond this many numbers (1 GiB of float64).
+_MAX_DRAWN = 2**27
 
 
-def discrete_elbo(log_joint, q):
-    r"""The ELBO of a distribution ``q`` over a discrete latent variable.
+def discrete_elbo(log_joint, probs):
+    r"""The ELBO of a distribution over a discrete latent variable, given by its probabilities.
 
     Implements {eq}`eq-elbo-def` of Chapter 1 with sums in place of integrals:
 
@@ -35,10 +48,13 @@ def discrete_elbo(log_joint, q):
     Parameters
     ----------
     log_joint : array of shape (..., K)
-        :math:`\log p(x, z = k)` for each value ``k`` of the latent variable;
-        leading axes index independent problems (for example data points).
-    q : array of shape (..., K)
-        Probabilities over the last axis, summing to one.
+        :math:`\log p(x, z = k)` for each value ``k`` of the latent variable
+        (for a discrete latent the log-joint callable becomes this table of
+        its values); leading axes index independent problems (for example
+        data points).  ``-inf`` marks an impossible value.
+    probs : array of shape (..., K)
+        :math:`q_k`, probabilities over the last axis summing to one (the
+        name of ``torch.distributions.Categorical``'s argument).
 
     Returns
     -------
@@ -48,21 +64,24 @@ def discrete_elbo(log_joint, q):
     Raises
     ------
     ValueError
-        If ``q`` is not a probability vector along its last axis, or the shapes differ.
+        If ``probs`` is not a probability vector along its last axis, the
+        shapes differ, ``log_joint`` is not real numbers, holds NaN or
+        ``+inf``, or is ``-inf`` where ``probs`` puts mass.
     """
-    q = check_probability_vector(q, "q")
-    # -inf is allowed in log_joint (an impossible value), but not where q puts mass.
-    log_joint = np.asarray(log_joint, dtype=np.float64)
-    if log_joint.shape != q.shape:
-        raise ValueError(f"log_joint and q must have the same shape; got {log_joint.shape} "
-                         f"and {q.shape}")
+    probs = check_probability_vector(probs, "probs")
+    # -inf is allowed in log_joint (an impossible value), but not where probs puts mass.
+    log_joint = _to_numpy(log_joint, "log_joint").astype(np.float64)
+    if log_joint.shape != probs.shape:
+        raise ValueError(f"log_joint must have the shape of probs, {probs.shape}; got "
+                         f"{log_joint.shape}")
     if np.any(np.isnan(log_joint)) or np.any(np.isposinf(log_joint)):
-        raise ValueError("log_joint must not contain NaN or +inf")
-    if np.any((q > 0) & np.isneginf(log_joint)):
-        raise ValueError("q puts mass on a value where log_joint is -inf: the ELBO is -inf")
+        raise ValueError("log_joint must not contain NaN or +inf; -inf (an impossible value) "
+                         "is the only non-finite value allowed")
+    if np.any((probs > 0) & np.isneginf(log_joint)):
+        raise ValueError("probs puts mass on a value where log_joint is -inf: the ELBO is -inf")
     # q_k log p(x, k) with 0 * (-inf) taken as 0.
-    cross = np.where(q > 0, q * np.where(np.isneginf(log_joint), 0.0, log_joint), 0.0)
-    out = cross.sum(axis=-1) - xlogy(q, q).sum(axis=-1)
+    cross = np.where(probs > 0, probs * np.where(np.isneginf(log_joint), 0.0, log_joint), 0.0)
+    out = cross.sum(axis=-1) - xlogy(probs, probs).sum(axis=-1)
     return float(out) if out.ndim == 0 else out
 
 
@@ -82,13 +101,17 @@ def monte_carlo_elbo(log_joint, q, num_samples: int, generator: torch.Generator 
     Parameters
     ----------
     log_joint : callable
-        Maps a tensor of samples of shape ``(S, *q.event_shape)`` to a tensor of
-        shape ``(S,)`` holding :math:`\log p(x, z_s)`.
+        :math:`\log p(x, z)` at the observed ``x``: maps a float64 tensor of
+        draws of shape ``(S, *q.event_shape)`` (``(S,)`` for a univariate
+        ``q``, ``(S, d)`` for a ``d``-dimensional one) to a tensor of shape
+        ``(S,)``.  It is called through ``_validation.call_log_density``,
+        which checks what it returns.
     q : torch.distributions.Distribution
         The variational distribution, with ``batch_shape == ()`` (wrap
         independent coordinates in :class:`torch.distributions.Independent`).
     num_samples : int, >= 2
-        :math:`S`; two at least, so that the standard error is defined.
+        :math:`S`; two at least, so that the standard error is defined, and
+        at most what fits in 1 GiB of draws.
     generator : torch.Generator, optional
         Source of randomness; the global torch state is left untouched.
 
@@ -99,28 +122,36 @@ def monte_carlo_elbo(log_joint, q, num_samples: int, generator: torch.Generator 
     Raises
     ------
     ValueError
-        If ``q`` is not a distribution with an empty batch shape, ``num_samples``
-        is not an integer >= 2, or ``log_joint`` returns the wrong shape or a
-        non-finite value.
+        If ``q`` is not a distribution with an empty batch shape and finite
+        draws, ``num_samples`` is not an integer in range, ``log_joint`` is not
+        callable or returns the wrong shape or a non-finite value, or
+        ``generator`` is not a ``torch.Generator``.
     """
     if not isinstance(q, torch.distributions.Distribution):
-        raise ValueError(f"q must be a torch.distributions.Distribution; got {type(q).__name__}")
+        raise ValueError(f"q must be a torch.distributions.Distribution; got {_describe(q)}")
     if q.batch_shape != torch.Size([]):
         raise ValueError(
             f"q must have batch_shape (); got {tuple(q.batch_shape)} "
             "(wrap it in torch.distributions.Independent to treat coordinates as one event)"
         )
-    if not callable(log_joint):
-        raise ValueError(f"log_joint must be callable; got {type(log_joint).__name__}")
-    num_samples = check_int(num_samples, "num_samples", minimum=2)
+    check_callable(log_joint, "log_joint")
+    event_size = max(1, int(np.prod(q.event_shape)))
+    num_samples = check_int(num_samples, "num_samples", minimum=2,
+                            maximum=max(2, _MAX_DRAWN // event_size))
     generator = check_generator(generator)
     with torch.no_grad():
-        z = sample(q, (num_samples,), generator)
-        log_p = torch.as_tensor(log_joint(z))
-        if log_p.shape != (num_samples,):
-            raise ValueError(f"log_joint must return shape ({num_samples},) for {num_samples} "
-                             f"samples; got {tuple(log_p.shape)}")
-        terms = as_float_array(log_p, "log_joint(z)") - q.log_prob(z).double().numpy()
+        try:
+            z = sample(q, (num_samples,), generator)
+        except (RuntimeError, NotImplementedError) as error:
+            raise ValueError(f"q could not be sampled: {type(error).__name__}: {error}") from None
+        if z.device.type == "meta":
+            raise ValueError("q must hold data; its parameters are tensors on the 'meta' device")
+        log_q = q.log_prob(z).double()
+        if not bool(torch.isfinite(z).all()) or not bool(torch.isfinite(log_q).all()):
+            raise ValueError("q must give finite draws with finite log densities; got a "
+                             "non-finite value (check its parameters)")
+        log_p = call_log_density(log_joint, z.double(), "log_joint")
+    terms = (log_p - log_q).numpy()
     estimate = terms.mean()
     standard_error = terms.std(ddof=1) / np.sqrt(num_samples)
     return float(estimate), float(standard_error)

@@ -1,7 +1,8 @@
 """EM for a Gaussian mixture, as coordinate ascent on the ELBO (Chapter 2).
 
 For a mixture with weights :math:`\\pi_k`, means :math:`\\mu_k` and full
-covariances :math:`\\Sigma_k`, the ELBO of responsibilities :math:`r_{ik} = q(z_i = k)` is
+covariances :math:`\\Sigma_k`, the ELBO of responsibilities
+:math:`r_{ik} = q(z_i = k)` is
 
 .. math::
 
@@ -9,7 +10,9 @@ covariances :math:`\\Sigma_k`, the ELBO of responsibilities :math:`r_{ik} = q(z_
         \\big[\\log \\pi_k + \\log \\mathcal N(x_i \\mid \\mu_k, \\Sigma_k) - \\log r_{ik}\\big].
 
 The E-step maximises it over :math:`q` (:func:`e_step`), the M-step over
-:math:`\\theta` (:func:`m_step`); :func:`fit_gmm` alternates the two.
+:math:`\\theta` (:func:`m_step`); :func:`fit_gmm` alternates the two, starting,
+as scikit-learn's mixtures do, from responsibilities ``resp_init`` with an
+M-step.
 
 How the code is organised
 -------------------------
@@ -17,18 +20,19 @@ A Gaussian is an exponential family: :math:`\\log \\pi_k + \\log \\mathcal N(x \
 \\mu_k, \\Sigma_k) = \\eta_k^\\top T(x)` with sufficient statistic
 :math:`T(x) = (1, x, \\operatorname{vech}(x x^\\top))` and natural parameters
 :math:`\\eta_k` made from :math:`\\log \\pi_k`, :math:`\\Lambda_k \\mu_k` and
-:math:`-\\tfrac12 \\Lambda_k`.  So the log joint of every point and component
-is one matrix product :math:`T \\eta^\\top` (the E-step), and the M-step needs
-only the expected sufficient statistics :math:`r^\\top T`, another matrix
-product.  :math:`T` depends on the data alone and is built once per fit.  The
-data are centred on their mean first (the mixture is translation-equivariant),
-which keeps the subtraction :math:`\\mathbb E[x x^\\top] - \\mu \\mu^\\top` accurate;
-a component too narrow for that (relative to its distance from the mean) is
-computed in centred form instead.
+:math:`-\\tfrac12 \\Lambda_k`.  So the log joint of a block of points and every
+component is one matrix product :math:`T \\eta^\\top` (the E-step), and the
+M-step needs only the expected sufficient statistics :math:`r^\\top T`, another
+matrix product, summed over blocks.  The data are read in blocks of a few
+thousand rows, so no array of :math:`n` rows is made: memory stays flat as
+:math:`n` grows.  Each block is centred on the data's mean (the mixture is
+translation-equivariant), which keeps the subtraction :math:`\\mathbb E[x
+x^\\top] - \\mu \\mu^\\top` accurate; a component too narrow for that (relative
+to its distance from the mean) is computed in centred form instead.
 
 scikit-learn's ``GaussianMixture`` computes the same quantities one component
 at a time in centred form; the tests check that both give the same
-parameters after the same number of iterations.
+parameters after the same number of iterations from the same start.
 
 References
 ----------
@@ -41,7 +45,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
+from threadpoolctl import ThreadpoolController
 
 from vicourse._validation import (
     as_float_array,
@@ -49,10 +53,12 @@ from vicourse._validation import (
     check_probability_vector,
     check_scalar,
     check_spd,
+    finite_or_raise,
 )
 from vicourse.elbo import discrete_elbo
+from vicourse.exceptions import ConvergenceWarning
 
-__all__ = ["GMMFit", "e_step", "m_step", "elbo", "log_joint", "log_likelihood", "fit_gmm"]
+__all__ = ["GMMFit", "e_step", "elbo", "fit_gmm", "log_joint", "log_likelihood", "m_step"]
 
 _LOG_2PI = np.log(2.0 * np.pi)
 # Added to every N_k before dividing, as scikit-learn does, so that a component
@@ -62,6 +68,20 @@ _NK_FLOOR = 10 * _EPS
 # Largest relative error accepted from the sufficient-statistic form before a
 # component is computed in centred form instead (see _narrow).
 _EXPANSION_TOL = 1e-11
+# Each block of rows uses about this much memory (its T, its centred points and
+# its (rows, K) arrays): a few MiB, whatever n is.
+_BLOCK_BYTES = 4 * 2**20
+# An (n, K) result larger than this is refused before it is allocated.
+_MAX_RESULT_BYTES = 4 * 2**30
+# The products of a block are small (a few thousand rows by 1 + d + d(d+1)/2 by K):
+# splitting them across BLAS threads costs more than it saves, and on a busy
+# machine far more (a thread waits for a core at every product).  Every public
+# function runs its block loop with one BLAS thread, as scikit-learn's KMeans
+# does with its chunks.  The controller is made once: entering it costs a few us.
+_BLAS = ThreadpoolController()
+# A log-likelihood may fall by this much relative to sum_i |log p(x_i | theta)|
+# (rounding of n-term sums) before EM with reg_covar = 0 warns that it fell.
+_FALL_TOL = 1e-9
 
 
 # ----------------------------------------------------------------------------- validation
@@ -92,28 +112,25 @@ def _check_params(weights, means, covariances, n_features: int):
     return weights, means, covariances
 
 
-def _check_resp(resp, n_samples: int) -> np.ndarray:
-    resp = check_probability_vector(resp, "resp")
+def _check_resp(resp, n_samples: int, name: str = "resp") -> np.ndarray:
+    if isinstance(resp, np.ndarray) and resp.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (n, K); got shape {resp.shape}")
+    resp = check_probability_vector(resp, name)
     if resp.ndim != 2 or resp.shape[0] != n_samples:
-        raise ValueError(f"resp must have shape (n, K) with n = {n_samples} rows (one per row of "
-                         f"X); got shape {resp.shape}")
+        raise ValueError(f"{name} must have shape (n, K) with n = {n_samples} rows (one per row "
+                         f"of X); got shape {resp.shape}")
     return resp
 
 
+def _check_result_size(n_samples: int, n_components: int) -> None:
+    size = 8 * n_samples * n_components
+    if size > _MAX_RESULT_BYTES:
+        raise ValueError(f"weights has K = {n_components} components: the (n, K) result for "
+                         f"n = {n_samples} points would take {size / 2**30:.1f} GiB; use fewer "
+                         "points or components (log_likelihood works in blocks)")
+
+
 # ----------------------------------------------------------------------------- the kernels
-
-def _sufficient_statistics(Xc: np.ndarray) -> np.ndarray:
-    """T(x) = (1, x, x_a x_b for a <= b), one row per point: shape (n, 1 + d + d(d+1)/2)."""
-    n, d = Xc.shape
-    T = np.empty((n, 1 + d + d * (d + 1) // 2))
-    T[:, 0] = 1.0
-    T[:, 1:1 + d] = Xc
-    start = 1 + d
-    for a in range(d):       # row a of the upper triangle, in np.triu_indices order
-        np.multiply(Xc[:, a:a + 1], Xc[:, a:], out=T[:, start:start + d - a])
-        start += d - a
-    return T
-
 
 def _natural_parameters(weights, means_c, covariances):
     """eta of shape (K, 1 + d + d(d+1)/2) with eta_k . T(x) = log pi_k + log N(x | mu_k, Sigma_k).
@@ -123,7 +140,7 @@ def _natural_parameters(weights, means_c, covariances):
     constant of each component (K,), for the centred route.  Raises
     numpy.linalg.LinAlgError if a covariance is not positive definite.
     """
-    n_components, d = means_c.shape
+    d = means_c.shape[1]
     chol = np.linalg.cholesky(covariances)                     # (K, d, d), batched
     # L_k^{-1}, batched over components.  (np.linalg.solve, not scipy's
     # solve_triangular: that has no batch form and costs milliseconds per call.)
@@ -137,7 +154,7 @@ def _natural_parameters(weights, means_c, covariances):
     const = np.log(weights) - 0.5 * d * _LOG_2PI - half_log_det
     eta = np.concatenate([(const - 0.5 * np.einsum("ka,ka->k", lam_mu, means_c))[:, None],
                           lam_mu, quad], axis=1)
-    return eta, chol_inv, const
+    return eta, chol_inv, const, half_log_det
 
 
 def _narrow(means_c, covariances, radius: float) -> np.ndarray:
@@ -154,45 +171,154 @@ def _narrow(means_c, covariances, radius: float) -> np.ndarray:
         return (smallest <= 0) | (_EPS * reach > _EXPANSION_TOL * smallest)
 
 
+@dataclass(frozen=True)
+class _Params:
+    """Mixture parameters (means centred on the data's mean) and what the E-step needs."""
+
+    weights: np.ndarray
+    means_c: np.ndarray
+    covariances: np.ndarray
+    eta: np.ndarray
+    chol_inv: np.ndarray
+    const: np.ndarray
+    half_log_det: np.ndarray
+    narrow: np.ndarray          # indices of the components that take the centred route
+
+
 class _Data:
-    """The data centred on their mean, with the sufficient statistics T built once."""
+    """The data, read in blocks of rows centred on their mean, with T built per block."""
 
-    def __init__(self, X: np.ndarray):
+    def __init__(self, X: np.ndarray, n_components: int):
+        self.X = X
+        self.n, self.d = X.shape
+        self.K = n_components
         self.centre = X.mean(axis=0)
-        self.Xc = X - self.centre
-        self.T = _sufficient_statistics(self.Xc)               # (n, 1 + d + d(d+1)/2)
-        self.radius = float(np.sqrt(np.max(np.einsum("na,na->n", self.Xc, self.Xc))))
+        self.n_stats = 1 + self.d + self.d * (self.d + 1) // 2
+        per_row = 8 * (self.n_stats + self.d + 4 * n_components)
+        self.rows = int(min(self.n, max(64, _BLOCK_BYTES // per_row)))
+        self._Xc = np.empty((self.rows, self.d))
+        self._T = np.empty((self.rows, self.n_stats))
+        self._T[:, 0] = 1.0
+        # The (K, rows) layout makes the reductions over components elementwise
+        # operations on K contiguous rows, which numpy vectorises (a reduction over a
+        # short last axis of (rows, K) runs one tiny loop per row).
+        self._work = np.empty((3, n_components, self.rows))   # log joint, exp, resp
+        radius2 = 0.0
+        for _, Xc in self._centred_blocks():
+            radius2 = max(radius2, float(np.max(np.einsum("na,na->n", Xc, Xc))))
+        self.radius = float(np.sqrt(radius2))
 
-    def log_joint(self, weights, means_c, covariances, out=None) -> np.ndarray:
-        """log pi_k + log N(x_i | mu_k, Sigma_k), (n, K): T eta^T, centred for narrow components."""
-        eta, chol_inv, const = _natural_parameters(weights, means_c, covariances)
+    # -- reading the data
+
+    def _centred_blocks(self):
+        """Yield (rows, X[rows] - centre), the centred block in a reused buffer."""
+        for start in range(0, self.n, self.rows):
+            stop = min(start + self.rows, self.n)
+            yield slice(start, stop), np.subtract(self.X[start:stop], self.centre,
+                                                  out=self._Xc[:stop - start])
+
+    def blocks(self):
+        """Yield (rows, Xc, T): the centred block and its statistics T = (1, x, vech(x x^T))."""
+        d = self.d
+        for rows, Xc in self._centred_blocks():
+            T = self._T[:Xc.shape[0]]
+            T[:, 1:1 + d] = Xc
+            start = 1 + d
+            for a in range(d):       # row a of the upper triangle, in np.triu_indices order
+                np.multiply(Xc[:, a:a + 1], Xc[:, a:], out=T[:, start:start + d - a])
+                start += d - a
+            yield rows, Xc, T
+
+    # -- the two steps
+
+    def params(self, weights, means_c, covariances) -> _Params:
+        eta, chol_inv, const, half_log_det = _natural_parameters(weights, means_c, covariances)
+        narrow = np.flatnonzero(_narrow(means_c, covariances, self.radius))
+        return _Params(weights, means_c, covariances, eta, chol_inv, const, half_log_det,
+                       narrow)
+
+    def block_log_joint(self, Xc, T, p: _Params, out=None) -> np.ndarray:
+        """log pi_k + log N(x_i | mu_k, Sigma_k) for a block, transposed: (K, rows)."""
         # Departure from the textbook form eq-em-log-joint: the Mahalanobis term
-        # (x - mu)^T Lambda (x - mu) is expanded into eta_k . T(x), so all n x K
-        # values are one matrix product (about twice as fast as scikit-learn's
-        # per-component solve; see the benchmark).
-        lj = np.matmul(self.T, eta.T, out=out)
+        # (x - mu)^T Lambda (x - mu) is expanded into eta_k . T(x), so all values
+        # of the block are one matrix product.
+        lj = np.matmul(p.eta, T.T, out=out)
         # Fallback: where the expansion would cancel badly (_narrow), the textbook
         # form, as scikit-learn computes it: || L_k^{-1} (x_i - mu_k) ||^2.
-        for k in np.flatnonzero(_narrow(means_c, covariances, self.radius)):   # loop over K
-            y = (self.Xc - means_c[k]) @ chol_inv[k].T         # L_k^{-1} (x_i - mu_k)
-            lj[:, k] = const[k] - 0.5 * np.einsum("na,na->n", y, y)
+        for k in p.narrow:                                     # loop over K, rarely entered
+            y = (Xc - p.means_c[k]) @ p.chol_inv[k].T          # L_k^{-1} (x_i - mu_k)
+            lj[k] = p.const[k] - 0.5 * np.einsum("na,na->n", y, y)
         return lj
 
-    def m_step(self, resp: np.ndarray, reg_covar: float):
-        """Weights, centred means and covariances from responsibilities (n, K)."""
-        # Departure from the textbook form eq-em-mstep: the sums over points are
-        # the expected sufficient statistics r^T T (one matrix product), and
-        # Sigma_k = E_r[x x^T] - mu_k mu_k^T is formed from them.
-        # T^T r rather than r^T T: OpenBLAS splits this shape across threads far better.
-        stats = (self.T.T @ resp).T
+    def block_e_step(self, Xc, T, p: _Params):
+        """E-step on a block: log joint and resp, both (K, rows), in reused buffers, and the
+        per-point log-likelihood (rows,)."""
+        m = Xc.shape[0]
+        lj = self.block_log_joint(Xc, T, p, out=self._work[0, :, :m])
+        # log-sum-exp over components, shifted by the row maximum as
+        # scipy.special.logsumexp does; exp(lj - max) is kept, so that the
+        # responsibilities are one division (never exponentiate-then-normalise:
+        # each row's largest shifted term is exp(0) = 1, so no row sum underflows).
+        row_max = lj.max(axis=0)
+        shifted = np.subtract(lj, row_max, out=self._work[1, :, :m])
+        np.exp(shifted, out=shifted)
+        sums = shifted.sum(axis=0)
+        resp = np.divide(shifted, sums, out=self._work[2, :, :m])
+        lse = row_max + np.log(sums)
+        return lj, resp, lse
+
+    def statistics(self, resp, check_as: str | None = None) -> np.ndarray:
+        """Expected sufficient statistics sum_i r_ik T(x_i), (K, n_stats), from an (n, K) array.
+
+        With ``check_as``, each block of ``resp`` is first checked to hold
+        probability rows, and errors name ``check_as``.
+        """
+        stats = np.zeros((resp.shape[1], self.n_stats))
+        for rows, _, T in self.blocks():
+            block = resp[rows]
+            if check_as is not None:
+                block = check_probability_vector(block, check_as)
+            stats += block.T @ T
+        return stats
+
+    def e_pass(self, p: _Params, *, with_statistics: bool = True):
+        """One E-step over all blocks: what the loop records, and r^T T for the M-step."""
+        stats = np.zeros((self.K, self.n_stats)) if with_statistics else None
+        log_lik = abs_log_lik = cross = neg_entropy = 0.0
+        for _, Xc, T in self.blocks():
+            lj, resp, lse = self.block_e_step(Xc, T, p)
+            log_lik += float(lse.sum())
+            abs_log_lik += float(np.abs(lse).sum())
+            cross += float(np.vdot(resp, lj))                 # sum r log p(x, z)
+            # sum r log r with log r = lj - lse, finite wherever lj is.
+            neg_entropy += float(np.vdot(resp, lj - lse))
+            if with_statistics:
+                stats += resp @ T
+        return {"log_likelihood": log_lik, "abs_log_likelihood": abs_log_lik,
+                "elbo": cross - neg_entropy, "neg_entropy": neg_entropy,
+                "stats": stats}
+
+    def m_step(self, stats, reg_covar: float, *, resp=None, p_old: _Params | None = None):
+        """Weights, centred means and covariances from statistics ``stats`` (K, n_stats).
+
+        A narrow component's covariance is recomputed in centred form, which
+        needs the responsibilities once more: from ``resp`` (n, K) if given,
+        else by repeating the E-step at ``p_old``, block by block.
+        """
         weights, means_c, covariances = _params_from_statistics(stats, self.centre, reg_covar)
-        d = means_c.shape[1]
-        # Fallback: where that subtraction cancels badly (_narrow), the textbook
-        # centred sum, exactly scikit-learn's _estimate_gaussian_covariances_full.
-        for k in np.flatnonzero(_narrow(means_c, covariances, self.radius)):   # loop over K
-            diff = self.Xc - means_c[k]                        # scikit-learn's centred formula
-            covariances[k] = (resp[:, k, None] * diff).T @ diff / (stats[k, 0] + _NK_FLOOR)
-            covariances[k, np.arange(d), np.arange(d)] += reg_covar
+        narrow = np.flatnonzero(_narrow(means_c, covariances, self.radius))
+        if narrow.size:
+            # Fallback: where E[x x^T] - mu mu^T cancels badly, the textbook centred
+            # sum, exactly scikit-learn's _estimate_gaussian_covariances_full.
+            scatter = np.zeros((narrow.size, self.d, self.d))
+            for rows, Xc, T in self.blocks():
+                # responsibilities of the block, (K, rows)
+                r = resp[rows].T if resp is not None else self.block_e_step(Xc, T, p_old)[1]
+                for j, k in enumerate(narrow):
+                    diff = Xc - means_c[k]
+                    scatter[j] += (r[k, :, None] * diff).T @ diff
+            covariances[narrow] = scatter / (stats[narrow, 0] + _NK_FLOOR)[:, None, None]
+            covariances[narrow] += reg_covar * np.eye(self.d)
         return weights, means_c, covariances
 
 
@@ -230,25 +356,40 @@ def _params_from_statistics(stats: np.ndarray, centre: np.ndarray, reg_covar: fl
     return weights, means_c, covariances
 
 
-def _logsumexp_rows(lj: np.ndarray, exp_shifted: np.ndarray):
-    """Row-wise log-sum-exp of ``lj`` (n, K), keeping ``exp(lj - max)`` in ``exp_shifted``.
+def _elbo_at_m_step(stats, p: _Params, reg_covar: float, neg_entropy: float) -> float:
+    """L(q; theta) at the parameters the M-step computed from q's statistics, in closed form.
 
-    The same result as ``scipy.special.logsumexp(lj, axis=1, keepdims=True)``
-    (tested; the same max-shifted algorithm), but it leaves behind the
-    exponentials and their row sums, from which the next E-step's
-    responsibilities are one division.  This is not exponentiate-then-normalise:
-    every row's largest shifted term is ``exp(0) = 1``, so the row sums are at
-    least one and cannot underflow to 0/0, whatever the magnitude of ``lj``.
-
-    Returns
-    -------
-    lse, sums : ndarray of shape (n, 1)
+    With mu_k the weighted mean, sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T =
+    N~_k (Sigma_k - eps I) by the M-step's own formula, so the quadratic terms
+    sum to N~_k tr(Lambda_k (Sigma_k - eps I)) = N~_k (d - eps tr Lambda_k):
+    no pass over the data is needed.  (Tested against :func:`elbo`.)
     """
-    row_max = lj.max(axis=1, keepdims=True)
-    np.subtract(lj, row_max, out=exp_shifted)
-    np.exp(exp_shifted, out=exp_shifted)
-    sums = exp_shifted.sum(axis=1, keepdims=True)     # >= 1: the row maximum contributes exp(0)
-    return row_max + np.log(sums), sums
+    d = p.means_c.shape[1]
+    n_k = stats[:, 0]
+    trace_precision = np.einsum("kab,kab->k", p.chol_inv, p.chol_inv)   # tr Lambda_k
+    expected = (n_k @ p.const
+                - 0.5 * (n_k + _NK_FLOOR) @ (d - reg_covar * trace_precision))
+    return float(expected - neg_entropy)
+
+
+def _require_positive_definite(covariances, iteration: int | None = None) -> None:
+    try:
+        np.linalg.cholesky(covariances)
+    except np.linalg.LinAlgError:
+        when = {None: "", 0: " in the first M-step, from resp_init"}.get(
+            iteration, f" at iteration {iteration}")
+        raise ValueError(
+            f"a covariance became singular{when}: a component collapsed onto too few "
+            "points; increase reg_covar, use fewer components, or start elsewhere"
+        ) from None
+
+
+def _params_or_raise(data: _Data, weights, means_c, covariances, iteration=None) -> _Params:
+    try:
+        return data.params(weights, means_c, covariances)
+    except np.linalg.LinAlgError:
+        _require_positive_definite(covariances, iteration)
+        raise
 
 
 # ----------------------------------------------------------------------------- public API
@@ -286,8 +427,8 @@ def log_joint(X, weights, means, covariances) -> np.ndarray:
     ------
     ValueError
         If ``X`` is not a finite 2-D array, ``weights`` is not a positive
-        probability vector, a covariance is not symmetric positive definite, or
-        the shapes disagree.
+        probability vector, a covariance is not symmetric positive definite,
+        the shapes disagree, or the (n, K) result would exceed 4 GiB.
 
     Notes
     -----
@@ -300,35 +441,49 @@ def log_joint(X, weights, means, covariances) -> np.ndarray:
     .. math::
 
         \log p(x, z = k \mid \theta) = \underbrace{\log \pi_k - \tfrac d2 \log 2\pi
-            - \textstyle\sum_a \log (L_k)_{aa} - \tfrac12 \mu_k^\top \Lambda_k \mu_k}_{\eta_{k,0}}
+            - \textstyle\sum_a \log (L_k)_{aa} - \tfrac12 \mu_k^\top \Lambda_k
+            \mu_k}_{\eta_{k,0}}
             + (\Lambda_k \mu_k)^\top x - \tfrac12 x^\top \Lambda_k x,
 
-    so the whole :math:`(n, K)` array is one matrix product.  Expanding the
-    quadratic costs an absolute error of about :math:`\varepsilon_{\mathrm{mach}}
-    (\lVert x - \bar x \rVert + \lVert \mu_k - \bar x \rVert)^2 /
-    \lambda_{\min}(\Sigma_k)` nats; a component for which this bound exceeds
-    :math:`10^{-11}` (a narrow component far from :math:`\bar x`) is evaluated
-    in the textbook form :math:`\lVert L_k^{-1} (x - \mu_k) \rVert^2` instead,
-    as scikit-learn does for every component.
+    so a block of rows is one matrix product.  Expanding the quadratic costs an
+    absolute error of about :math:`\varepsilon_{\mathrm{mach}} (\lVert x - \bar x
+    \rVert + \lVert \mu_k - \bar x \rVert)^2 / \lambda_{\min}(\Sigma_k)` nats; a
+    component for which this bound exceeds :math:`10^{-11}` (a narrow component
+    far from :math:`\bar x`) is evaluated in the textbook form
+    :math:`\lVert L_k^{-1} (x - \mu_k) \rVert^2` instead, as scikit-learn does
+    for every component.
     """
     X = _check_data(X)
     weights, means, covariances = _check_params(weights, means, covariances, X.shape[1])
-    data = _Data(X)
-    return data.log_joint(weights, means - data.centre, covariances)
+    _check_result_size(X.shape[0], weights.shape[0])
+    data = _Data(X, weights.shape[0])
+    p = data.params(weights, means - data.centre, covariances)
+    out = np.empty((data.n, data.K))
+    with _BLAS.limit(limits=1, user_api="blas"):
+        for rows, Xc, T in data.blocks():
+            out[rows] = data.block_log_joint(Xc, T, p).T
+    return out
 
 
 def log_likelihood(X, weights, means, covariances) -> float:
     r"""The total log-likelihood :math:`\log p(x_{1:n} \mid \theta) = \sum_i \log \sum_k \pi_k
     \mathcal N(x_i \mid \mu_k, \Sigma_k)`.
 
-    Implements {eq}`eq-em-loglik` of Chapter 2, with ``scipy.special.logsumexp``
-    over the components.  Parameters and errors as in :func:`log_joint`.
+    Implements {eq}`eq-em-loglik` of Chapter 2, with a row-maximum-shifted
+    log-sum-exp over the components (as ``scipy.special.logsumexp``), block by
+    block, so that no (n, K) array is made.  Parameters and errors as in
+    :func:`log_joint` (without the size limit).
 
     Returns
     -------
     float
     """
-    return float(logsumexp(log_joint(X, weights, means, covariances), axis=1).sum())
+    X = _check_data(X)
+    weights, means, covariances = _check_params(weights, means, covariances, X.shape[1])
+    data = _Data(X, weights.shape[0])
+    p = data.params(weights, means - data.centre, covariances)
+    with _BLAS.limit(limits=1, user_api="blas"):
+        return data.e_pass(p, with_statistics=False)["log_likelihood"]
 
 
 def e_step(X, weights, means, covariances) -> np.ndarray:
@@ -341,9 +496,10 @@ def e_step(X, weights, means, covariances) -> np.ndarray:
         \log r_{ik} = \log p(x_i, z_i = k \mid \theta)
                       - \log \sum_{j=1}^K p(x_i, z_i = j \mid \theta),
 
-    the normaliser by ``scipy.special.logsumexp``, so that a point far from
-    every component (whose densities all underflow) still gets finite
-    log responsibilities summing (after ``exp``) to one.
+    the normaliser a log-sum-exp shifted by the row maximum (as
+    ``scipy.special.logsumexp``), so that a point far from every component
+    (whose densities all underflow) still gets finite log responsibilities
+    summing (after ``exp``) to one.
 
     Parameters
     ----------
@@ -371,28 +527,39 @@ def e_step(X, weights, means, covariances) -> np.ndarray:
     Bishop (2006), Section 9.2.2, eq. (9.23).
     """
     lj = log_joint(X, weights, means, covariances)
-    return lj - logsumexp(lj, axis=1, keepdims=True)
+    row_max = lj.max(axis=1, keepdims=True)
+    lj -= row_max
+    lj -= np.log(np.exp(lj).sum(axis=1, keepdims=True))
+    return lj
 
 
 def m_step(X, resp, reg_covar: float = 1e-6):
-    r"""The M-step: the parameters that maximise the ELBO for fixed responsibilities.
+    r"""The M-step: the parameters that maximise the ELBO for fixed responsibilities,
+    plus ``reg_covar`` on every covariance's diagonal.
 
-    Implements {eq}`eq-em-mstep` of Chapter 2:
+    Implements {eq}`eq-em-mstep` of Chapter 2, with the normalised scatter
+    :math:`S_k` of {eq}`eq-scatter`:
 
     .. math::
 
         N_k = \sum_i r_{ik}, \quad \pi_k = \frac{N_k}{n}, \quad
-        \mu_k = \frac{1}{N_k} \sum_i r_{ik} x_i, \quad
-        \Sigma_k = \frac{1}{N_k} \sum_i r_{ik} (x_i - \mu_k)(x_i - \mu_k)^\top
-                   + \epsilon I,
+        \bar x_k = \frac{1}{N_k} \sum_i r_{ik} x_i, \quad
+        \Sigma_k = S_k + \epsilon I, \quad
+        S_k = \frac{1}{N_k} \sum_i r_{ik} (x_i - \bar x_k)(x_i - \bar x_k)^\top,
 
-    with :math:`\epsilon` = ``reg_covar`` added to every diagonal as
-    scikit-learn does.  Each :math:`N_k` is increased by :math:`10` machine
-    epsilons before dividing (again as scikit-learn does), so a component with
-    no responsibility left gets a finite mean (the origin: the floor acts like
-    :math:`10^{-15}` of a point there), covariance :math:`\epsilon I` and a
-    weight of about :math:`10^{-15}/n` instead of NaN.
-    The sums are the expected sufficient statistics :math:`r^\top T` (Notes).
+    with :math:`\mu_k = \bar x_k` and :math:`\epsilon` = ``reg_covar`` added
+    to every diagonal as scikit-learn's ``reg_covar`` does
+    ({eq}`eq-em-mstep-reg`).  With
+    ``reg_covar=0`` this is :math:`\arg\max_\theta \mathcal L(q; \theta)`.
+    With ``reg_covar > 0`` it is not: :math:`S_k + \epsilon I` is not the
+    maximiser, :math:`\mathcal L` can be lower than at the previous
+    parameters, and the monotonicity theorem of Chapter 2
+    ({prf:ref}`thm-em-monotone`) does not cover the step; Chapter 2 shows the
+    log-likelihood falling under it.  Each :math:`N_k` is increased by
+    :math:`10` machine epsilons before dividing (again as scikit-learn does),
+    so a component with no responsibility left gets a finite mean (the
+    origin: the floor acts like :math:`10^{-15}` of a point there), covariance
+    :math:`\epsilon I` and a weight of about :math:`10^{-15}/n` instead of NaN.
 
     Parameters
     ----------
@@ -401,7 +568,8 @@ def m_step(X, resp, reg_covar: float = 1e-6):
     resp : array of shape (n, K)
         Responsibilities :math:`r_{ik}`, each row summing to one.
     reg_covar : float, >= 0
-        :math:`\epsilon`, added to the diagonal of each covariance.
+        :math:`\epsilon`, added to the diagonal of each covariance
+        (scikit-learn's ``reg_covar``).
 
     Returns
     -------
@@ -420,12 +588,13 @@ def m_step(X, resp, reg_covar: float = 1e-6):
     -----
     A departure from the textbook form: every sum over points is read off the
     expected sufficient statistics :math:`\sum_i r_{ik} T(x_i)`, one matrix
-    product, and :math:`\Sigma_k` is formed as :math:`\tfrac{1}{N_k}\sum_i r_{ik}
-    x_i x_i^\top - \mu_k \mu_k^\top` (on data centred on their mean).  That
-    subtraction cancels for a component much narrower than its distance from
-    the data mean; when the estimated relative error exceeds :math:`10^{-11}`
-    (see :func:`log_joint`) the component is recomputed with the centred sum
-    above, which is scikit-learn's formula.
+    product per block of rows, and :math:`S_k` is formed as
+    :math:`\tfrac{1}{N_k}\sum_i r_{ik} x_i x_i^\top - \bar x_k \bar x_k^\top` (on
+    data centred on their mean).  That subtraction cancels for a component
+    much narrower than its distance from the data mean; when the estimated
+    relative error exceeds :math:`10^{-11}` (see :func:`log_joint`) the
+    component is recomputed with the centred sum above, which is
+    scikit-learn's formula.
 
     References
     ----------
@@ -434,21 +603,11 @@ def m_step(X, resp, reg_covar: float = 1e-6):
     X = _check_data(X)
     resp = _check_resp(resp, X.shape[0])
     reg_covar = check_scalar(reg_covar, "reg_covar", nonnegative=True)
-    data = _Data(X)
-    weights, means_c, covariances = data.m_step(resp, reg_covar)
+    data = _Data(X, resp.shape[1])
+    with _BLAS.limit(limits=1, user_api="blas"):
+        weights, means_c, covariances = data.m_step(data.statistics(resp), reg_covar, resp=resp)
     _require_positive_definite(covariances)
     return weights, means_c + data.centre, covariances
-
-
-def _require_positive_definite(covariances, iteration: int | None = None) -> None:
-    try:
-        np.linalg.cholesky(covariances)
-    except np.linalg.LinAlgError:
-        when = "" if iteration is None else f" at iteration {iteration}"
-        raise ValueError(
-            f"a covariance became singular{when} (a component collapsed onto too few points); "
-            "increase reg_covar, use fewer components, or start elsewhere"
-        ) from None
 
 
 def elbo(X, resp, weights, means, covariances) -> float:
@@ -485,81 +644,116 @@ def elbo(X, resp, weights, means, covariances) -> float:
         As :func:`log_joint`, or if ``resp`` is not a matrix of probability rows
         with one row per point and one column per component.
     """
-    lj = log_joint(X, weights, means, covariances)
-    resp = _check_resp(resp, lj.shape[0])
-    if resp.shape != lj.shape:
-        raise ValueError(f"resp must have shape (n, K) = {lj.shape}; got {resp.shape}")
-    return float(np.sum(discrete_elbo(lj, resp)))
+    X = _check_data(X)
+    weights, means, covariances = _check_params(weights, means, covariances, X.shape[1])
+    resp = _check_resp(resp, X.shape[0])
+    if resp.shape[1] != weights.shape[0]:
+        raise ValueError(f"resp must have shape (n, K) = ({X.shape[0]}, {weights.shape[0]}) "
+                         f"to match X and weights; got {resp.shape}")
+    data = _Data(X, weights.shape[0])
+    p = data.params(weights, means - data.centre, covariances)
+    total = 0.0
+    with _BLAS.limit(limits=1, user_api="blas"):
+        for rows, Xc, T in data.blocks():
+            total += float(np.sum(discrete_elbo(data.block_log_joint(Xc, T, p).T, resp[rows])))
+    return total
 
 
 @dataclass(frozen=True)
 class GMMFit:
-    """The result of :func:`fit_gmm`.
+    r"""The result of :func:`fit_gmm`.
+
+    Iteration :math:`t = 1, \dots,` ``n_iter`` is an E-step at
+    :math:`\theta_{t-1}`, giving :math:`q_t`, then an M-step, giving
+    :math:`\theta_t`; :math:`\theta_0` is the M-step from ``resp_init``.  All
+    values are totals in nats over the ``n`` points (divide by ``n`` for
+    scikit-learn's per-sample values).
 
     Attributes
     ----------
     weights : ndarray of shape (K,)
     means : ndarray of shape (K, d)
     covariances : ndarray of shape (K, d, d)
-        The parameters after the last M-step.
+        :math:`\theta_{\text{n\_iter}}`, the parameters after the last M-step.
+    elbos : ndarray of shape (n_iter,)
+        The bound as every fit of the package records it: ``elbos[t]`` is
+        :math:`\mathcal L(q_{t+1}; \theta_{t+1})`, after iteration
+        :math:`t + 1`'s last update (its M-step).  ``elbos[-1]`` is the ELBO
+        of the returned parameters with the last responsibilities.
+    elbos_after_e_step : ndarray of shape (n_iter,)
+        The lower steps of the staircase: ``elbos_after_e_step[t]`` is
+        :math:`\mathcal L(q_{t+1}; \theta_t)`, after iteration :math:`t + 1`'s
+        E-step, which closes the gap: it equals ``log_likelihoods[t]`` to
+        rounding.  Divided by ``n``, this is scikit-learn's ``lower_bounds_``
+        from the same start.
     log_likelihoods : ndarray of shape (n_iter + 1,)
-        :math:`\\log p(x_{1:n} \\mid \\theta_t)` at the initial parameters
-        (:math:`t = 0`) and after every iteration; never decreasing.
-    elbos : ndarray of shape (2 * n_iter,)
-        The ELBO after every half-step: ``elbos[2t]`` after the E-step of
-        iteration ``t + 1`` (equal to ``log_likelihoods[t]``), ``elbos[2t + 1]``
-        after its M-step (at most ``log_likelihoods[t + 1]``).
+        :math:`\log p(x_{1:n} \mid \theta_t)` for :math:`t = 0, \dots,`
+        ``n_iter``: at :math:`\theta_0` and after every iteration.  With
+        ``reg_covar=0`` it never decreases ({prf:ref}`thm-em-monotone`);
+        with ``reg_covar > 0`` it can (Chapter 2).  scikit-learn's
+        ``lower_bound_`` is ``log_likelihoods[-2] / n``: the mean
+        log-likelihood at the parameters before the last M-step.
     n_iter : int
         Number of EM iterations run.
     converged : bool
-        Whether the log-likelihood per point rose by less than ``tol`` in the
-        last iteration.
+        Whether the stopping rule held: ``abs(elbos[t] - elbos[t - 1]) < tol * n``.
     """
 
     weights: np.ndarray
     means: np.ndarray
     covariances: np.ndarray
-    log_likelihoods: np.ndarray
     elbos: np.ndarray
+    elbos_after_e_step: np.ndarray
+    log_likelihoods: np.ndarray
     n_iter: int
     converged: bool
 
 
-def fit_gmm(X, weights, means, covariances, *, max_iter: int = 100, tol: float = 1e-8,
+def fit_gmm(X, resp_init, *, max_iter: int = 100, tol: float = 1e-3,
             reg_covar: float = 1e-6) -> GMMFit:
-    r"""Fit a Gaussian mixture with full covariances by EM, from the given start.
+    r"""Fit a Gaussian mixture with full covariances by EM, from responsibilities.
 
-    Implements {prf:ref}`alg-em-gmm` of Chapter 2: iteration :math:`t` runs the
-    E-step ({eq}`eq-em-estep`, :math:`q_t = p(z \mid x, \theta_{t-1})`) and the
-    M-step ({eq}`eq-em-mstep`, :math:`\theta_t = \arg\max_\theta \mathcal L(q_t;
-    \theta)`), and records the ELBO after each half-step and the
-    log-likelihood after each iteration.  It stops when the log-likelihood per
-    point rises by less than ``tol`` or after ``max_iter`` iterations; with
-    ``tol=0`` it runs exactly ``max_iter`` (and does not warn).
+    Implements {prf:ref}`alg-em-gmm` of Chapter 2.  The first update is an
+    M-step from ``resp_init`` (scikit-learn's mixtures start the same way),
+    giving :math:`\theta_0`; iteration :math:`t` then runs the E-step
+    ({eq}`eq-em-estep`, :math:`q_t = p(z \mid x, \theta_{t-1})`) and the M-step
+    ({eq}`eq-em-mstep` with {eq}`eq-em-mstep-reg`, :math:`\theta_t`) and records the bound
+    :math:`\mathcal L(q_t; \theta_t)` in ``elbos[t - 1]`` (a total, in nats).
+    It stops when the bound changes by less than ``tol`` per data point,
+    ``abs(elbos[t] - elbos[t - 1]) < tol * n``, or after ``max_iter``
+    iterations.  To start from chosen parameters, pass
+    ``resp_init = np.exp(e_step(X, weights, means, covariances))``.
 
-    One iteration here is one iteration of scikit-learn's
-    ``GaussianMixture(covariance_type="full")`` started from the same
-    parameters (``weights_init``, ``means_init``, ``precisions_init``): after
-    ``max_iter`` iterations both hold the same parameters.  (scikit-learn tests
-    the change of the log-likelihood at the previous parameters, so with
-    ``tol > 0`` it may stop one iteration later.)
+    From the same ``resp_init`` (or from ``weights_init``, ``means_init`` and
+    ``precisions_init`` equal to :math:`\theta_0`) one iteration here is one
+    iteration of scikit-learn's ``GaussianMixture(covariance_type="full")``,
+    with the same ``reg_covar``: after ``max_iter`` iterations both hold the
+    same parameters.  scikit-learn's ``lower_bounds_[t]`` is
+    ``log_likelihoods[t] / n`` (= ``elbos_after_e_step[t] / n``), the mean
+    log-likelihood at the parameters *before* iteration :math:`t + 1`'s
+    M-step; scikit-learn stops on those, so with ``tol > 0`` the two may stop
+    at different iterations.
+
+    With ``reg_covar=0`` the M-step maximises the ELBO and the log-likelihood
+    never falls; a fall beyond rounding then warns (the symptom of a bug).
+    With ``reg_covar > 0`` the M-step adds :math:`\epsilon I` to the
+    maximiser, which keeps covariances away from singular but is not an
+    ascent step: the log-likelihood can fall, and no warning is given.
 
     Parameters
     ----------
     X : array of shape (n, d)
         The data, one point per row.
-    weights : array of shape (K,)
-        Initial mixture weights, positive and summing to one.
-    means : array of shape (K, d)
-        Initial component means.
-    covariances : array of shape (K, d, d)
-        Initial covariances, symmetric positive definite.
+    resp_init : array of shape (n, K)
+        Initial responsibilities, each row summing to one; ``K <= n``.
     max_iter : int, >= 1
         Largest number of EM iterations.
     tol : float, >= 0
-        Stop when the log-likelihood per point rises by less than ``tol``.
+        Stop when the bound changes by less than ``tol`` per data point.
+        With ``tol=0`` exactly ``max_iter`` iterations run, without a warning.
     reg_covar : float, >= 0
-        Added to the diagonal of every covariance in each M-step.
+        :math:`\epsilon`, added to the diagonal of every covariance in each
+        M-step (scikit-learn's ``reg_covar``).
 
     Returns
     -------
@@ -568,25 +762,32 @@ def fit_gmm(X, weights, means, covariances, *, max_iter: int = 100, tol: float =
     Raises
     ------
     ValueError
-        On bad input (as :func:`log_joint`, or ``max_iter < 1``, ``tol < 0``,
-        ``reg_covar < 0``), or if a covariance becomes singular during the fit
+        On bad input (``X`` not a finite 2-D array; ``resp_init`` not an
+        (n, K) array of probability rows, or with more components than
+        points; ``max_iter < 1``; ``tol < 0``; ``reg_covar < 0``), or if a
+        covariance becomes singular or the bound non-finite during the fit
         (increase ``reg_covar``).
 
     Warns
     -----
-    UserWarning
-        If ``tol > 0`` and the fit did not converge within ``max_iter`` iterations.
+    ConvergenceWarning
+        If ``tol > 0`` and the stopping rule did not hold within ``max_iter``
+        iterations; or if, with ``reg_covar=0``, the log-likelihood fell by
+        more than rounding.
 
     Notes
     -----
-    Both steps are matrix products with the sufficient statistics :math:`T`
-    (module docstring), built once.  Expanding a quadratic form into moments
-    has a relative error of about :math:`\varepsilon_{\mathrm{mach}} (\lVert x -
-    \bar x \rVert + \lVert \mu_k - \bar x \rVert)^2 / \lambda_{\min}(\Sigma_k)`;
-    a component for which this exceeds :math:`10^{-11}` (a narrow, typically
-    collapsing one) is computed in centred form instead, so the results keep
-    the centred form's precision.  Memory: :math:`T` holds
-    :math:`n (1 + d + d(d+1)/2)` numbers.
+    Each iteration reads the data once, block by block (module docstring): an
+    E-step that accumulates the log-likelihood, the entropy of the
+    responsibilities and their expected statistics :math:`\sum_i r_{ik}
+    T(x_i)`, then an M-step from those statistics.  The bound after the
+    M-step needs no second pass: with :math:`\mu_k = \bar x_k`,
+    :math:`\sum_i r_{ik} (x_i - \mu_k)^\top \Lambda_k (x_i - \mu_k) = N_k
+    \operatorname{tr}(\Lambda_k S_k) = N_k (d - \epsilon \operatorname{tr}
+    \Lambda_k)`.  A final E-step gives the log-likelihood of the returned
+    parameters.  Memory is a few MiB whatever ``n`` is; no (n, K) array is
+    made besides ``resp_init``.  A narrow component (see :func:`m_step`)
+    costs a second pass in the iterations where it is narrow.
 
     References
     ----------
@@ -594,45 +795,81 @@ def fit_gmm(X, weights, means, covariances, *, max_iter: int = 100, tol: float =
     """
     X = _check_data(X)
     n, d = X.shape
-    weights, means, covariances = _check_params(weights, means, covariances, d)
+    if isinstance(resp_init, np.ndarray) and resp_init.ndim == 2 and resp_init.dtype.kind == "f":
+        # Checked block by block in data.statistics, so that checking makes no
+        # temporary array of n rows.
+        if resp_init.shape[0] != n:
+            raise ValueError(f"resp_init must have shape (n, K) with n = {n} rows (one per row "
+                             f"of X); got shape {resp_init.shape}")
+    else:
+        resp_init = _check_resp(resp_init, n, "resp_init")
+    n_components = resp_init.shape[1]
+    if n_components > n:
+        raise ValueError(f"resp_init must have at most n = {n} columns (one per component; a "
+                         f"mixture cannot have more components than points); got "
+                         f"K = {n_components}")
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     tol = check_scalar(tol, "tol", nonnegative=True)
     reg_covar = check_scalar(reg_covar, "reg_covar", nonnegative=True)
 
-    data = _Data(X)                                            # T built once
-    lj = data.log_joint(weights, means - data.centre, covariances)         # (n, K)
-    # Buffers reused by every iteration: the hot loop allocates no (n, K) array.
-    exp_shifted, resp, log_resp = (np.empty_like(lj) for _ in range(3))
-    lse, sums = _logsumexp_rows(lj, exp_shifted)
-    log_likelihoods = [float(lse.sum())]
-    elbos = []
+    with _BLAS.limit(limits=1, user_api="blas"):
+        return _fit_gmm(X, resp_init, n_components, max_iter, tol, reg_covar)
+
+
+def _fit_gmm(X, resp_init, n_components: int, max_iter: int, tol: float,
+             reg_covar: float) -> GMMFit:
+    """The loop of :func:`fit_gmm`, on validated arguments."""
+    n = X.shape[0]
+    data = _Data(X, n_components)
+    # theta_0: the M-step from resp_init.
+    stats = data.statistics(resp_init, check_as="resp_init")
+    params = _params_or_raise(data, *data.m_step(stats, reg_covar, resp=resp_init), 0)
+    elbos, elbos_after_e, log_likelihoods = [], [], []
     converged = False
     for iteration in range(1, max_iter + 1):
-        # E-step: q_t(z_i = k) = p(z_i = k | x_i, theta_{t-1}), reusing exp(lj - max).
-        np.divide(exp_shifted, sums, out=resp)
-        np.subtract(lj, lse, out=log_resp)
-        neg_entropy = np.vdot(resp, log_resp)                  # sum r log r; log_resp is finite
-        elbos.append(float(np.vdot(resp, lj) - neg_entropy))   # L(q_t; theta_{t-1})
-        # M-step: theta_t = argmax L(q_t; theta), from the expected statistics r^T T.
-        weights, means_c, covariances = data.m_step(resp, reg_covar)
-        try:
-            data.log_joint(weights, means_c, covariances, out=lj)
-        except np.linalg.LinAlgError:
-            _require_positive_definite(covariances, iteration)
-            raise
-        elbos.append(float(np.vdot(resp, lj) - neg_entropy))   # L(q_t; theta_t)
-        lse, sums = _logsumexp_rows(lj, exp_shifted)
-        log_likelihoods.append(float(lse.sum()))
-        if abs(log_likelihoods[-1] - log_likelihoods[-2]) < tol * n:
+        # E-step at theta_{t-1}: q_t, log p(x | theta_{t-1}) and r^T T, in one pass.
+        e = data.e_pass(params)
+        log_likelihoods.append(e["log_likelihood"])
+        elbos_after_e.append(e["elbo"])
+        if iteration > 1 and reg_covar == 0.0:
+            _warn_if_fell(log_likelihoods, e["abs_log_likelihood"], iteration - 1)
+        # M-step: theta_t from the expected statistics of q_t.
+        params_old = params
+        params = _params_or_raise(
+            data, *data.m_step(e["stats"], reg_covar, p_old=params_old), iteration)
+        elbos.append(finite_or_raise(
+            _elbo_at_m_step(e["stats"], params, reg_covar, e["neg_entropy"]),
+            f"the ELBO at iteration {iteration}",
+            "increase reg_covar or start elsewhere"))
+        if len(elbos) > 1 and abs(elbos[-1] - elbos[-2]) < tol * n:
             converged = True
             break
+    final = data.e_pass(params, with_statistics=False)           # log p(x | theta_T)
+    log_likelihoods.append(final["log_likelihood"])
+    if reg_covar == 0.0:
+        _warn_if_fell(log_likelihoods, final["abs_log_likelihood"], iteration)
     if not converged and tol > 0:
+        change = elbos[-1] - elbos[-2] if len(elbos) > 1 else float("nan")
         warnings.warn(
-            f"EM did not converge in {max_iter} iterations (the log-likelihood per point still "
-            f"rose by {(log_likelihoods[-1] - log_likelihoods[-2]) / n:.3g} > tol={tol:g}); "
-            "increase max_iter or tol, or try another start",
-            UserWarning, stacklevel=2,
+            f"fit_gmm: EM did not converge in max_iter={max_iter} iterations (the last change "
+            f"of the bound per point was {change / n:.3g}, tol={tol:g}); increase max_iter or "
+            "tol, or try another start",
+            ConvergenceWarning, stacklevel=3,
         )
-    return GMMFit(weights=weights, means=means_c + data.centre, covariances=covariances,
-                  log_likelihoods=np.asarray(log_likelihoods), elbos=np.asarray(elbos),
-                  n_iter=iteration, converged=converged)
+    return GMMFit(weights=params.weights, means=params.means_c + data.centre,
+                  covariances=params.covariances, elbos=np.asarray(elbos),
+                  elbos_after_e_step=np.asarray(elbos_after_e),
+                  log_likelihoods=np.asarray(log_likelihoods), n_iter=iteration,
+                  converged=converged)
+
+
+def _warn_if_fell(log_likelihoods, abs_log_likelihood: float, iteration: int) -> None:
+    """Warn if log p(x | theta_t) fell below log p(x | theta_{t-1}) by more than rounding."""
+    fall = log_likelihoods[-2] - log_likelihoods[-1]
+    if fall > _FALL_TOL * max(abs_log_likelihood, 1.0):
+        warnings.warn(
+            f"fit_gmm: the log-likelihood fell by {fall:.3g} nats in iteration {iteration} "
+            "with reg_covar=0, where EM cannot decrease it: a symptom of a bug or of "
+            "rounding trouble (check the data's scale)",
+            ConvergenceWarning, stacklevel=4,
+        )

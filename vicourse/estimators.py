@@ -53,7 +53,7 @@ __all__ = ["optimal_baseline", "reparam_grads", "score_function_grads"]
 MAX_ENTRIES = 2**28
 
 
-def _gaussian(loc, scale_tril, covariance_type, num_samples):
+def _check_gaussian(loc, scale_tril, covariance_type, num_samples):
     """Validate a Gaussian and ``num_samples``; return float64 tensors and ``S``."""
     covariance_type = check_covariance_type(covariance_type)
     loc, tril = check_loc_scale_tril(loc, scale_tril, covariance_type)
@@ -190,7 +190,7 @@ def score_function_grads(f, loc, scale_tril, num_samples, *, covariance_type="fu
     Blei (2014); Mohamed et al. (2020), Section 4.
     """
     check_callable(f, "f")
-    loc, tril, covariance_type, num_samples = _gaussian(loc, scale_tril, covariance_type,
+    loc, tril, covariance_type, num_samples = _check_gaussian(loc, scale_tril, covariance_type,
                                                         num_samples)
     generator = check_generator(generator)
     baseline = 0.0 if baseline is None else check_scalar(baseline, "baseline")
@@ -248,7 +248,7 @@ def reparam_grads(f, loc, scale_tril, num_samples, *, covariance_type="full", ge
     and Lázaro-Gredilla (2014); Mohamed et al. (2020), Section 5.
     """
     check_callable(f, "f")
-    loc, tril, covariance_type, num_samples = _gaussian(loc, scale_tril, covariance_type,
+    loc, tril, covariance_type, num_samples = _check_gaussian(loc, scale_tril, covariance_type,
                                                         num_samples)
     generator = check_generator(generator)
     eps, z = _draw(loc, tril, num_samples, generator)
@@ -302,7 +302,7 @@ def optimal_baseline(f, loc, scale_tril, num_samples, *, covariance_type="full",
     coordinate); Mohamed et al. (2020), Section 7.
     """
     check_callable(f, "f")
-    loc, tril, covariance_type, num_samples = _gaussian(loc, scale_tril, covariance_type,
+    loc, tril, covariance_type, num_samples = _check_gaussian(loc, scale_tril, covariance_type,
                                                         num_samples)
     generator = check_generator(generator)
     with torch.no_grad():

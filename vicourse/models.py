@@ -7,10 +7,13 @@ them.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from vicourse._validation import as_float_array, check_finite, check_positive
+from vicourse._validation import as_float_array, check_finite, check_positive, check_scalar
 
 _LOG_2PI = np.log(2.0 * np.pi)
+# A broadcast grid of q larger than this many values is refused before it is made.
+_MAX_GRID = 2**28
 
 
 class ConjugateGaussian:
@@ -23,43 +26,60 @@ class ConjugateGaussian:
 
     Implements {eq}`eq-cg-posterior`, {eq}`eq-cg-evidence`, {eq}`eq-cg-elbo` and
     {eq}`eq-cg-kl` of Chapter 1.  The variational family is
-    :math:`q(z) = \mathcal N(m, s^2)`; the methods that take ``q_mean`` and
-    ``q_std`` broadcast over them, so a whole grid of ``q`` is one call.
+    :math:`q(z) = \mathcal N(m, s^2)`, given by its ``loc`` :math:`m` and
+    ``scale`` :math:`s` (torch.distributions' names); the methods that take
+    them broadcast over them, so a whole grid of ``q`` is one call.
 
     Parameters
     ----------
-    prior_mean : float
-        :math:`m_0`.
-    prior_std : float
-        :math:`s_0 > 0`.
-    noise_std : float
-        :math:`\sigma > 0`.
+    m0 : float
+        :math:`m_0`, the prior mean (the ``loc`` of the prior).
+    s0 : float
+        :math:`s_0 > 0`, the prior standard deviation (its ``scale``).
+    sigma : float
+        :math:`\sigma > 0`, the standard deviation of each observation.
 
     Raises
     ------
     ValueError
-        If a standard deviation is not positive or a parameter is not finite.
+        If a parameter is not one finite real number, or ``s0`` or ``sigma``
+        is not positive.
 
     References
     ----------
     Bishop (2006), Section 2.3.6; Murphy (2012), Section 4.6.1.
     """
 
-    def __init__(self, prior_mean: float, prior_std: float, noise_std: float):
-        self.prior_mean = check_finite(prior_mean, "prior_mean")
-        self.prior_std = check_positive(prior_std, "prior_std")
-        self.noise_std = check_positive(noise_std, "noise_std")
-        for name in ("prior_mean", "prior_std", "noise_std"):
-            if np.ndim(getattr(self, name)) != 0:
-                raise ValueError(f"{name} must be a scalar; got shape {np.shape(getattr(self, name))}")
+    def __init__(self, m0: float, s0: float, sigma: float):
+        self.m0 = check_scalar(m0, "m0")
+        self.s0 = check_scalar(s0, "s0", positive=True)
+        self.sigma = check_scalar(sigma, "sigma", positive=True)
 
     def __repr__(self) -> str:
-        return (f"ConjugateGaussian(prior_mean={self.prior_mean}, prior_std={self.prior_std}, "
-                f"noise_std={self.noise_std})")
+        return f"ConjugateGaussian(m0={self.m0}, s0={self.s0}, sigma={self.sigma})"
 
-    @staticmethod
-    def _data(x) -> np.ndarray:
-        return as_float_array(x, "x", ndim=1)
+    def _summaries(self, x):
+        """n, the mean of x - m0 and the scatter sum_i (x_i - xbar)^2.
+
+        Every formula is written in z - m0 and x - m0: for data and prior far from
+        zero (x ~ 1e8) these differences are exact or nearly so, and nothing of size
+        1e8 is squared.
+        """
+        x = as_float_array(x, "x", ndim=1)
+        d = x - self.m0
+        d_bar = d.mean()
+        return x.size, float(d_bar), float(np.sum((d - d_bar) ** 2))
+
+    def _posterior_offset(self, n, d_bar):
+        """m_n - m0 and s_n: m_n is a weighted average of m0 and the sample mean."""
+        precision = 1.0 / self.s0**2 + n / self.sigma**2
+        weight_data = (n / self.sigma**2) / precision
+        return weight_data * d_bar, float(np.sqrt(1.0 / precision))
+
+    def _log_joint_offset(self, n, d_bar, scatter, u):
+        """log p(x, z) at u = z - m0 (numpy or torch)."""
+        return -0.5 * ((n + 1) * _LOG_2PI + 2 * np.log(self.s0) + 2 * n * np.log(self.sigma)
+                       + (u / self.s0) ** 2 + (scatter + n * (d_bar - u) ** 2) / self.sigma**2)
 
     def posterior(self, x) -> tuple[float, float]:
         r"""Mean and standard deviation of the exact posterior :math:`p(z \mid x)`.
@@ -78,12 +98,12 @@ class ConjugateGaussian:
 
         Returns
         -------
-        mean, std : float
+        loc, scale : float
+            :math:`m_n` and :math:`s_n`.
         """
-        x = self._data(x)
-        precision = 1.0 / self.prior_std**2 + x.size / self.noise_std**2
-        mean = (self.prior_mean / self.prior_std**2 + x.sum() / self.noise_std**2) / precision
-        return float(mean), float(np.sqrt(1.0 / precision))
+        n, d_bar, _ = self._summaries(x)
+        offset, scale = self._posterior_offset(n, d_bar)
+        return float(self.m0 + offset), scale
 
     def log_joint(self, x, z):
         r""":math:`\log p(x, z) = \log p(z) + \sum_i \log p(x_i \mid z)`, vectorised over ``z``.
@@ -97,16 +117,40 @@ class ConjugateGaussian:
         -------
         float or ndarray of the shape of ``z``
         """
-        x = self._data(x)
+        n, d_bar, scatter = self._summaries(x)
         z = as_float_array(z, "z")
-        log_prior = -0.5 * (_LOG_2PI + 2 * np.log(self.prior_std)
-                            + ((z - self.prior_mean) / self.prior_std) ** 2)
-        # sum_i (x_i - z)^2 = sum_i (x_i - xbar)^2 + n (xbar - z)^2: O(n + size of z), not O(n * size)
-        xbar = x.mean()
-        sq = np.sum((x - xbar) ** 2) + x.size * (xbar - z) ** 2
-        log_lik = -0.5 * (x.size * (_LOG_2PI + 2 * np.log(self.noise_std)) + sq / self.noise_std**2)
-        out = log_prior + log_lik
+        # sum_i (x_i - z)^2 = sum_i (x_i - xbar)^2 + n (xbar - z)^2: O(n + size of z)
+        out = np.asarray(self._log_joint_offset(n, d_bar, scatter, z - self.m0))
         return float(out) if out.ndim == 0 else out
+
+    def log_joint_callable(self, x):
+        r"""The callable :math:`z \mapsto \log p(x, z)` at the observed ``x``, in torch.
+
+        It follows the course's convention for ``log_joint`` callables: it maps
+        a float64 tensor of points of shape ``(S,)`` or ``(S, 1)`` to a tensor
+        of shape ``(S,)``, built from differentiable torch operations (so
+        pathwise gradients flow through it).  Pass it to
+        :func:`vicourse.elbo.monte_carlo_elbo`.
+
+        Parameters
+        ----------
+        x : array of shape (n,)
+
+        Returns
+        -------
+        callable
+        """
+        n, d_bar, scatter = self._summaries(x)
+        m0 = self.m0
+
+        def log_joint(z: torch.Tensor) -> torch.Tensor:
+            if z.ndim == 2 and z.shape[1] == 1:
+                z = z[:, 0]
+            elif z.ndim != 1:
+                raise ValueError(f"points must have shape (S,) or (S, 1); got {tuple(z.shape)}")
+            return self._log_joint_offset(n, d_bar, scatter, z - m0)
+
+        return log_joint
 
     def log_evidence(self, x) -> float:
         r"""The exact log evidence :math:`\log p(x)`.
@@ -125,17 +169,27 @@ class ConjugateGaussian:
         -------
         float
         """
-        mean, std = self.posterior(x)
-        # log N(mean | mean, std^2) = -0.5 log(2 pi std^2)
-        log_posterior_at_mean = -0.5 * (_LOG_2PI + 2 * np.log(std))
-        return self.log_joint(x, mean) - log_posterior_at_mean
+        n, d_bar, scatter = self._summaries(x)
+        offset, scale = self._posterior_offset(n, d_bar)
+        # log N(m_n | m_n, s_n^2) = -0.5 log(2 pi s_n^2)
+        log_posterior_at_loc = -0.5 * (_LOG_2PI + 2 * np.log(scale))
+        return float(self._log_joint_offset(n, d_bar, scatter, offset) - log_posterior_at_loc)
 
-    def _q(self, q_mean, q_std):
-        q_mean = check_finite(q_mean, "q_mean")
-        q_std = check_positive(q_std, "q_std")
-        return q_mean, q_std
+    @staticmethod
+    def _q(loc, scale):
+        loc = check_finite(loc, "loc")
+        scale = check_positive(scale, "scale")
+        try:
+            shape = np.broadcast_shapes(np.shape(loc), np.shape(scale))
+        except ValueError:
+            raise ValueError(f"scale must broadcast against loc; got shapes {np.shape(scale)} "
+                             f"and {np.shape(loc)}") from None
+        if np.prod(shape, dtype=float) > _MAX_GRID:
+            raise ValueError(f"scale and loc broadcast to shape {shape}, more than {_MAX_GRID} "
+                             "values; evaluate the grid in pieces")
+        return loc, scale
 
-    def elbo(self, x, q_mean, q_std):
+    def elbo(self, x, loc, scale):
         r"""The evidence lower bound of :math:`q = \mathcal N(m, s^2)` in closed form.
 
         Implements {eq}`eq-cg-elbo`:
@@ -151,26 +205,27 @@ class ConjugateGaussian:
         Parameters
         ----------
         x : array of shape (n,)
-        q_mean : float or array
-        q_std : float or array, > 0
-            Broadcast against ``q_mean``.
+        loc : float or array
+            :math:`m`, the mean of ``q``.
+        scale : float or array, > 0
+            :math:`s`, the standard deviation of ``q``; broadcast against ``loc``.
 
         Returns
         -------
-        float, or ndarray of the broadcast shape of ``q_mean`` and ``q_std``
+        float, or ndarray of the broadcast shape of ``loc`` and ``scale``
         """
-        x = self._data(x)
-        m, s = self._q(q_mean, q_std)
-        n, sigma2, s02 = x.size, self.noise_std**2, self.prior_std**2
-        xbar = x.mean()
-        expected_sq = np.sum((x - xbar) ** 2) + n * ((xbar - m) ** 2 + s**2)
+        n, d_bar, scatter = self._summaries(x)
+        m, s = self._q(loc, scale)
+        u = m - self.m0
+        sigma2, s02 = self.sigma**2, self.s0**2
+        expected_sq = scatter + n * ((d_bar - u) ** 2 + s**2)
         expected_log_lik = -0.5 * (n * (_LOG_2PI + np.log(sigma2)) + expected_sq / sigma2)
-        expected_log_prior = -0.5 * (_LOG_2PI + np.log(s02) + ((m - self.prior_mean) ** 2 + s**2) / s02)
+        expected_log_prior = -0.5 * (_LOG_2PI + np.log(s02) + (u**2 + s**2) / s02)
         entropy = 0.5 * (_LOG_2PI + 1.0 + 2 * np.log(s))
         out = np.asarray(expected_log_lik + expected_log_prior + entropy)
         return float(out) if out.ndim == 0 else out
 
-    def kl_to_posterior(self, x, q_mean, q_std):
+    def kl_to_posterior(self, x, loc, scale):
         r""":math:`\mathrm{KL}(q \,\|\, p(z \mid x))` in closed form.
 
         Implements {eq}`eq-cg-kl`, the KL divergence between two univariate
@@ -184,14 +239,16 @@ class ConjugateGaussian:
         Parameters
         ----------
         x : array of shape (n,)
-        q_mean : float or array
-        q_std : float or array, > 0
+        loc : float or array
+        scale : float or array, > 0
 
         Returns
         -------
         float or ndarray of the broadcast shape
         """
-        m, s = self._q(q_mean, q_std)
-        post_mean, post_std = self.posterior(x)
-        out = np.asarray(np.log(post_std / s) + (s**2 + (m - post_mean) ** 2) / (2 * post_std**2) - 0.5)
+        m, s = self._q(loc, scale)
+        n, d_bar, _ = self._summaries(x)
+        post_offset, post_scale = self._posterior_offset(n, d_bar)
+        diff = (m - self.m0) - post_offset                     # m - m_n
+        out = np.asarray(np.log(post_scale / s) + (s**2 + diff**2) / (2 * post_scale**2) - 0.5)
         return float(out) if out.ndim == 0 else out

@@ -13,12 +13,18 @@ the per-example ELBO
 
 Functions here return the ELBO (or the importance-weighted bound), a quantity to
 maximise; only the training loss is its negative.
+
+Names follow the package's vocabulary: ``X`` is a data matrix of shape
+``(n_samples, data_dim)``, one example per row; ``loc`` is a Gaussian's mean
+(:math:`\mu_\phi(x)`) and ``logvar`` its log variances
+(:math:`\log \sigma^2_\phi(x)`); ``num_samples`` counts Monte Carlo draws per
+example; ``generator`` is a :class:`torch.Generator` and ``seed`` a fit's own
+randomness.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import sys
 from dataclasses import dataclass
 
@@ -27,39 +33,42 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from vicourse._validation import _describe, check_bool, check_generator, check_int
+from vicourse._validation import (
+    _describe,
+    all_finite,
+    as_float_tensor,
+    check_bool,
+    check_generator,
+    check_int,
+    check_scalar,
+    check_seed,
+    finite_or_raise,
+)
+
+__all__ = ["VAE", "TrainingHistory", "gaussian_kl_to_standard_normal", "train"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+#: Largest intermediate tensor a bound may allocate, in bytes: the draws of one
+#: call form tensors of num_samples * n_samples * max(data_dim, hidden_dim) numbers.
+_MAX_BYTES = 2**31
+_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]"
 
 
-def _check_same_shape_finite(mu, logvar) -> tuple[torch.Tensor, torch.Tensor]:
-    tensors = []
-    for name, value in (("mu", mu), ("logvar", logvar)):
-        try:
-            tensor = torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError):
-            raise ValueError(f"{name} must be a numeric tensor; got {_describe(value)}") from None
-        if not torch.is_floating_point(tensor):
-            tensor = tensor.to(torch.get_default_dtype())
-        if tensor.ndim < 1:
-            raise ValueError(f"{name} must have at least one dimension (the latent one); "
-                             f"got a scalar")
-        if not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{name} must be finite; got "
-                             f"{int((~torch.isfinite(tensor)).sum())} NaN or infinite entries")
-        tensors.append(tensor)
-    if tensors[0].shape != tensors[1].shape:
-        raise ValueError(f"mu and logvar must have the same shape; got {tuple(tensors[0].shape)} "
-                         f"and {tuple(tensors[1].shape)}")
-    return tensors[0], tensors[1]
+def _as_real_tensor(value, name: str) -> torch.Tensor:
+    """``value`` as a finite floating-point tensor; a float tensor keeps its dtype."""
+    dtype = value.dtype if isinstance(value, torch.Tensor) and value.is_floating_point() \
+        else torch.float64
+    return as_float_tensor(value, name, dtype=dtype)
 
 
-def _kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    # 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2), eq-vae-gaussian-kl; no checks.
-    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+def _kl_standard_normal(loc: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    # 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2), eq-vae-gaussian-kl, with
+    # sigma^2 - 1 computed as expm1(logvar): written as exp(logvar) - 1 - logvar it
+    # cancels to nothing for |logvar| << 1 (float32 keeps no correct digit at 1e-6).
+    return 0.5 * (loc.square() + torch.expm1(logvar) - logvar).sum(-1)
 
 
-def gaussian_kl_to_standard_normal(mu, logvar) -> torch.Tensor:
+def gaussian_kl_to_standard_normal(loc, logvar) -> torch.Tensor:
     r"""KL divergence of a diagonal Gaussian from the standard normal, in closed form.
 
     Implements {eq}`eq-vae-gaussian-kl` of Chapter 6 (Kingma and Welling, 2014,
@@ -70,11 +79,12 @@ def gaussian_kl_to_standard_normal(mu, logvar) -> torch.Tensor:
         \mathrm{KL}\big(\mathcal N(\mu, \operatorname{diag}\sigma^2) \,\|\, \mathcal N(0, I)\big)
         = \frac12 \sum_{j=1}^{L} \big(\mu_j^2 + \sigma_j^2 - 1 - \log \sigma_j^2\big),
 
-    with :math:`\log \sigma_j^2` given as ``logvar``, the encoder's output.
+    with :math:`\mu` given as ``loc`` and :math:`\log \sigma_j^2` as ``logvar``,
+    the encoder's two outputs.
 
     Parameters
     ----------
-    mu : tensor of shape (..., L)
+    loc : tensor of shape (..., L)
         Means :math:`\mu`; the last axis is the latent dimension.
     logvar : tensor of shape (..., L)
         Log variances :math:`\log \sigma^2`.
@@ -83,24 +93,60 @@ def gaussian_kl_to_standard_normal(mu, logvar) -> torch.Tensor:
     -------
     tensor of shape (...)
         One KL per leading index (per example), differentiable in both inputs.
+        Floating-point tensors keep their dtype; anything else is computed in
+        float64.
 
     Raises
     ------
     ValueError
-        If an input is not numeric, is a scalar, contains NaN or infinity, or
-        the two shapes differ.
+        If an input is not real numbers (bools, strings, complex numbers,
+        ``None`` and meta tensors are refused), is a scalar or empty, contains
+        NaN or infinity, or the two shapes differ.
+
+    Notes
+    -----
+    :math:`\sigma^2 - 1 - \log \sigma^2` is computed as
+    ``expm1(logvar) - logvar``.  The relative error of this term is then about
+    :math:`2\varepsilon / |\log \sigma^2|` for :math:`|\log \sigma^2| < 1`
+    (:math:`\varepsilon` the dtype's machine epsilon: about
+    :math:`2 \times 10^{-10}` at :math:`\log \sigma^2 = 10^{-6}` in float64),
+    where the textbook form ``exp(logvar) - 1 - logvar`` has a relative error
+    of about :math:`2\varepsilon / (\log \sigma^2)^2`.  A very large ``logvar``
+    overflows to ``inf`` as the exact value does in the dtype (beyond about
+    88 in float32).
 
     References
     ----------
     Kingma and Welling (2014), appendix B.
     """
-    mu, logvar = _check_same_shape_finite(mu, logvar)
-    return _kl_standard_normal(mu, logvar)
+    loc = _as_real_tensor(loc, "loc")
+    logvar = _as_real_tensor(logvar, "logvar")
+    for name, tensor in (("loc", loc), ("logvar", logvar)):
+        if tensor.ndim < 1:
+            raise ValueError(f"{name} must have at least one dimension (the latent one); "
+                             f"got a scalar")
+    if loc.shape != logvar.shape:
+        raise ValueError(f"loc and logvar must have the same shape; got {tuple(loc.shape)} "
+                         f"and {tuple(logvar.shape)}")
+    if loc.dtype != logvar.dtype:
+        dtype = torch.promote_types(loc.dtype, logvar.dtype)
+        loc, logvar = loc.to(dtype), logvar.to(dtype)
+    return _kl_standard_normal(loc, logvar)
 
 
 def _log_standard_normal(z: torch.Tensor) -> torch.Tensor:
     # log N(z | 0, I), summed over the latent axis.
     return -0.5 * (z.square() + _LOG_2PI).sum(-1)
+
+
+def _bernoulli_log_lik(logits: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    # log Bernoulli(x | sigmoid(eta)) = x eta - softplus(eta) = -BCE(eta, x), from the
+    # logits (eq-vae-bernoulli-logits): log(sigmoid(eta)) underflows to -inf for eta below
+    # about -88.7 in float32, and log(1 - sigmoid(eta)) already for eta above about 16.6.
+    # (Broadcasting X over the sample axis only where there is one: expand_as costs a
+    # few microseconds of every training step.)
+    target = X if X.shape == logits.shape else X.expand_as(logits)
+    return -F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
 
 
 class VAE(nn.Module):
@@ -118,8 +164,8 @@ class VAE(nn.Module):
 
     where the decoder returns the logits :math:`\eta(z)` and the encoder returns
     :math:`(\mu_\phi(x), \log \sigma^2_\phi(x))`.  Implements
-    {eq}`eq-vae-objective`, {eq}`eq-vae-bernoulli` and {eq}`eq-vae-iwae` of
-    Chapter 6.
+    {eq}`eq-vae-objective`, {eq}`eq-vae-bernoulli` (computed from the logits,
+    {eq}`eq-vae-bernoulli-logits`) and {eq}`eq-vae-iwae` of Chapter 6.
 
     Parameters
     ----------
@@ -137,8 +183,8 @@ class VAE(nn.Module):
     Raises
     ------
     ValueError
-        If a dimension is not a positive integer or ``generator`` is not a
-        :class:`torch.Generator`.
+        If a dimension is not an integer in [1, 2**20], the weights would take
+        more than 2 GiB, or ``generator`` is not a :class:`torch.Generator`.
 
     Notes
     -----
@@ -146,6 +192,10 @@ class VAE(nn.Module):
     a probability; for grey levels the same formula is the usual cross-entropy
     reconstruction term but not a normalised density, so the bounds are then
     not bounds on a log-likelihood.
+
+    The methods that draw :math:`z` (:meth:`elbo`, :meth:`log_importance_weights`,
+    :meth:`iwae_bound`) refuse a call whose draws would need an intermediate
+    tensor of more than 2 GiB; evaluate large data sets in blocks of rows.
 
     References
     ----------
@@ -156,9 +206,19 @@ class VAE(nn.Module):
     def __init__(self, data_dim: int, latent_dim: int, hidden_dim: int, *,
                  generator: torch.Generator | None = None):
         super().__init__()
-        self.data_dim = check_int(data_dim, "data_dim")
-        self.latent_dim = check_int(latent_dim, "latent_dim")
-        self.hidden_dim = check_int(hidden_dim, "hidden_dim")
+        # 2**20 units per layer is far beyond a course-sized network; it keeps a typo
+        # such as 10**9 from trying to allocate the weights.
+        self.data_dim = check_int(data_dim, "data_dim", maximum=2**20)
+        self.latent_dim = check_int(latent_dim, "latent_dim", maximum=2**20)
+        self.hidden_dim = check_int(hidden_dim, "hidden_dim", maximum=2**20)
+        # Weights and biases of the four layers, refused before torch tries to allocate them.
+        n_weights = ((data_dim + 1) * hidden_dim + (hidden_dim + 1) * 2 * latent_dim
+                     + (latent_dim + 1) * hidden_dim + (hidden_dim + 1) * data_dim)
+        if 4 * n_weights > _MAX_BYTES:
+            raise ValueError(f"data_dim={data_dim}, latent_dim={latent_dim} and "
+                             f"hidden_dim={hidden_dim} make {n_weights:,} weights "
+                             f"({4 * n_weights / 2**30:.1f} GiB in float32), more than the "
+                             f"{_MAX_BYTES / 2**30:.0f} GiB allowed; use smaller layers")
         generator = check_generator(generator)
         self.encoder = nn.Sequential(nn.Linear(data_dim, hidden_dim), nn.Tanh(),
                                      nn.Linear(hidden_dim, 2 * latent_dim))
@@ -177,49 +237,57 @@ class VAE(nn.Module):
 
     # -- validation -----------------------------------------------------------------
 
-    def _check_data(self, x, name: str = "x") -> torch.Tensor:
+    def _check_data(self, X, name: str = "X") -> torch.Tensor:
+        """``X`` as a tensor of the model's dtype, shape (n, data_dim), entries in [0, 1]."""
         dtype = self.decoder[-1].weight.dtype
-        try:
-            x = torch.as_tensor(x, dtype=dtype)
-        except (TypeError, ValueError, RuntimeError):
-            raise ValueError(f"{name} must be a numeric array; got {_describe(x)}") from None
-        if x.ndim != 2 or x.shape[1] != self.data_dim:
-            raise ValueError(f"{name} must have shape (n, {self.data_dim}) (data_dim={self.data_dim});"
-                             f" got shape {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise ValueError(f"{name} must hold at least one example; got shape {tuple(x.shape)}")
-        # One pass over the data: a NaN makes both extremes NaN, an infinity lies outside [0, 1].
-        low, high = (float(v) for v in torch.aminmax(x))
-        if math.isnan(low) or math.isnan(high):
-            raise ValueError(f"{name} must be finite; got NaN entries")
+        X = as_float_tensor(X, name, dtype=dtype)
+        if X.ndim != 2 or X.shape[1] != self.data_dim:
+            raise ValueError(f"{name} must have shape (n_samples, {self.data_dim}) "
+                             f"(data_dim={self.data_dim}); got shape {tuple(X.shape)}")
+        low, high = (float(v) for v in torch.aminmax(X.detach()))
         if low < 0 or high > 1:
             raise ValueError(f"{name} must lie in [0, 1] for the Bernoulli decoder; got values in "
                              f"[{low:.3g}, {high:.3g}]")
-        return x
+        return X
+
+    def _check_draws(self, X: torch.Tensor, num_samples) -> int:
+        """``num_samples`` as an int >= 1 whose draws for ``X`` fit the memory budget."""
+        num_samples = check_int(num_samples, "num_samples", minimum=1)
+        width = max(self.data_dim, self.hidden_dim, 2 * self.latent_dim)
+        size = num_samples * X.shape[0] * width * X.element_size()
+        if size > _MAX_BYTES:
+            raise ValueError(
+                f"num_samples={num_samples} draws for each of the {X.shape[0]} rows of X need "
+                f"intermediate tensors of {size / 2**30:.1f} GiB, more than the "
+                f"{_MAX_BYTES / 2**30:.0f} GiB allowed; use fewer samples or pass X in blocks "
+                f"of rows")
+        return num_samples
 
     # -- the two networks ---------------------------------------------------------
 
-    def encode(self, x) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Parameters of :math:`q_\phi(z \mid x)`: the means and the log variances.
+    def encode(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Parameters of :math:`q_\phi(z \mid x)` for each row: means and log variances.
 
         Parameters
         ----------
-        x : tensor of shape (n, data_dim), entries in [0, 1]
+        X : tensor of shape (n_samples, data_dim), entries in [0, 1]
 
         Returns
         -------
-        mu, logvar : tensors of shape (n, latent_dim)
+        loc, logvar : tensors of shape (n_samples, latent_dim)
+            :math:`\mu_\phi(x)` and :math:`\log \sigma^2_\phi(x)`.
 
         Raises
         ------
         ValueError
-            If ``x`` has the wrong shape or entries outside [0, 1].
+            If ``X`` is not real numbers, has the wrong shape, is empty, is not
+            finite or has entries outside [0, 1].
         """
-        return self._encode(self._check_data(x))
+        return self._encode(self._check_data(X))
 
-    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=-1)
-        return mu, logvar
+    def _encode(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, logvar = self.encoder(X).chunk(2, dim=-1)
+        return loc, logvar
 
     def decode(self, z) -> torch.Tensor:
         r"""Logits :math:`\eta(z)` of the Bernoulli decoder :math:`p_\theta(x \mid z)`.
@@ -236,60 +304,51 @@ class VAE(nn.Module):
         Raises
         ------
         ValueError
-            If the last axis of ``z`` is not ``latent_dim`` long or ``z`` is not finite.
+            If ``z`` is not real numbers, is empty or not finite, or its last axis
+            is not ``latent_dim`` long.
         """
-        dtype = self.decoder[0].weight.dtype
-        try:
-            z = torch.as_tensor(z, dtype=dtype)
-        except (TypeError, ValueError, RuntimeError):
-            raise ValueError(f"z must be a numeric array; got {_describe(z)}") from None
+        z = as_float_tensor(z, "z", dtype=self.decoder[0].weight.dtype)
         if z.ndim < 1 or z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have shape (..., {self.latent_dim}) "
                              f"(latent_dim={self.latent_dim}); got shape {tuple(z.shape)}")
-        if not bool(torch.isfinite(z).all()):
-            raise ValueError("z must be finite; got NaN or infinite entries")
         return self.decoder(z)
 
     # -- the bounds ---------------------------------------------------------------
 
-    def _sample_terms(self, x: torch.Tensor, num_samples: int, generator, *,
+    def _sample_terms(self, X: torch.Tensor, num_samples: int, generator, *,
                       log_ratio: bool = True):
         """Encode, reparameterise and score ``num_samples`` draws per example (no checks).
 
         Returns ``log p(x | z)`` and, if ``log_ratio``, ``log p(z) - log q(z | x)``
         (else None), both of shape ``(num_samples, n)``, and the encoder outputs.
         """
-        mu, logvar = self._encode(x)
-        eps = torch.randn((num_samples, *mu.shape), generator=generator, dtype=mu.dtype)
-        z = mu + torch.exp(0.5 * logvar) * eps  # eq-vae-reparam
-        logits = self.decoder(z)
-        # log Bernoulli(x | sigmoid(eta)) = -BCE(eta, x), computed stably from the logits.
-        log_lik = -F.binary_cross_entropy_with_logits(
-            logits, x.expand_as(logits), reduction="none").sum(-1)
+        loc, logvar = self._encode(X)
+        eps = torch.randn((num_samples, *loc.shape), generator=generator, dtype=loc.dtype)
+        z = loc + torch.exp(0.5 * logvar) * eps  # eq-vae-reparam
+        log_lik = _bernoulli_log_lik(self.decoder(z), X)
         if not log_ratio:
-            return log_lik, None, mu, logvar
+            return log_lik, None, loc, logvar
         # log q(z | x) at z = mu + sigma * eps: (z - mu) / sigma is eps itself.
         log_q = -0.5 * (eps.square() + logvar + _LOG_2PI).sum(-1)
-        return log_lik, _log_standard_normal(z) - log_q, mu, logvar
+        return log_lik, _log_standard_normal(z) - log_q, loc, logvar
 
-    def _elbo(self, x: torch.Tensor, num_samples: int, analytic_kl: bool, generator):
+    def _elbo(self, X: torch.Tensor, num_samples: int, analytic_kl: bool, generator):
         if num_samples == 1 and analytic_kl:
             # Every training step lands here. The same estimate as the general path
             # below, computed without its sample axis, whose extra operations cost
             # about a tenth of a step on these small networks. The noise is the same
             # draw (randn fills the same numbers whatever the leading axis).
-            mu, logvar = self._encode(x)
-            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
-            logits = self.decoder(mu + torch.exp(0.5 * logvar) * eps)  # eq-vae-reparam
-            log_lik = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
-            return log_lik - _kl_standard_normal(mu, logvar)
-        log_lik, log_prior_ratio, mu, logvar = self._sample_terms(
-            x, num_samples, generator, log_ratio=not analytic_kl)
+            loc, logvar = self._encode(X)
+            eps = torch.randn(loc.shape, generator=generator, dtype=loc.dtype)
+            logits = self.decoder(loc + torch.exp(0.5 * logvar) * eps)  # eq-vae-reparam
+            return _bernoulli_log_lik(logits, X) - _kl_standard_normal(loc, logvar)
+        log_lik, log_prior_ratio, loc, logvar = self._sample_terms(
+            X, num_samples, generator, log_ratio=not analytic_kl)
         if analytic_kl:
-            return log_lik.mean(0) - _kl_standard_normal(mu, logvar)
+            return log_lik.mean(0) - _kl_standard_normal(loc, logvar)
         return (log_lik + log_prior_ratio).mean(0)
 
-    def elbo(self, x, *, num_samples: int = 1, analytic_kl: bool = True,
+    def elbo(self, X, *, num_samples: int = 1, analytic_kl: bool = True,
              generator: torch.Generator | None = None) -> torch.Tensor:
         r"""Reparameterised Monte Carlo estimate of the ELBO of each example.
 
@@ -306,11 +365,13 @@ class VAE(nn.Module):
                 + \log p(z^{(s)}) - \log q_\phi(z^{(s)} \mid x)\big].
 
         Both are unbiased for :math:`\mathcal L(\phi, \theta; x)` and
-        differentiable in the network weights (pathwise gradients).
+        differentiable in the network weights (pathwise gradients).  The
+        Bernoulli log-likelihood is computed from the logits
+        ({eq}`eq-vae-bernoulli-logits`).
 
         Parameters
         ----------
-        x : tensor of shape (n, data_dim), entries in [0, 1]
+        X : tensor of shape (n_samples, data_dim), entries in [0, 1]
         num_samples : int >= 1, default 1
             :math:`S`, draws of :math:`z` per example, in one batch.
         analytic_kl : bool, default True
@@ -321,21 +382,66 @@ class VAE(nn.Module):
 
         Returns
         -------
-        tensor of shape (n,)
+        tensor of shape (n_samples,)
             One estimate per example (average them for the data set's ELBO).
 
         Raises
         ------
         ValueError
-            If ``x`` has the wrong width or entries outside [0, 1], ``num_samples``
-            is not an integer >= 1, or ``generator`` is not a torch.Generator.
+            If ``X`` is not real numbers in [0, 1] of shape (n, data_dim),
+            ``num_samples`` is not an integer >= 1 or its draws would exceed the
+            memory budget, ``analytic_kl`` is not a bool, or ``generator`` is
+            not a torch.Generator.
         """
-        x = self._check_data(x)
-        num_samples = check_int(num_samples, "num_samples", minimum=1)
+        X = self._check_data(X)
+        num_samples = self._check_draws(X, num_samples)
         analytic_kl = check_bool(analytic_kl, "analytic_kl")
-        return self._elbo(x, num_samples, analytic_kl, check_generator(generator))
+        return self._elbo(X, num_samples, analytic_kl, check_generator(generator))
 
-    def iwae_bound(self, x, num_samples: int, *,
+    def log_importance_weights(self, X, num_samples: int, *,
+                               generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""Log importance weights :math:`\log w = \log p_\theta(x, z) - \log q_\phi(z \mid x)`.
+
+        For each example (row of ``X``), ``num_samples`` draws
+        :math:`z_s \sim q_\phi(z \mid x)` by {eq}`eq-vae-reparam`, and
+
+        .. math::
+
+            \log w_s = \log p_\theta(x \mid z_s) + \log p(z_s) - \log q_\phi(z_s \mid x),
+
+        the weights of {eq}`eq-vae-iwae` in log space.  Their mean over the draws
+        is the Monte Carlo-KL ELBO estimate, and
+        ``logsumexp(log_w, 0) - log(num_samples)`` is :meth:`iwae_bound`'s
+        estimate with the same draws.  They are what importance-sampling
+        diagnostics (effective sample size, Pareto :math:`\hat k`) take as input,
+        one column per data point.
+
+        Parameters
+        ----------
+        X : tensor of shape (n_samples, data_dim), entries in [0, 1]
+        num_samples : int >= 1
+            :math:`S`, draws per example, in one batch.
+        generator : torch.Generator, optional
+            Source of the draws; the global torch generator if omitted.
+
+        Returns
+        -------
+        tensor of shape (num_samples, n_samples)
+            Column ``i`` holds the ``num_samples`` log weights of row ``i`` of ``X``;
+            differentiable in the network weights.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`iwae_bound`.
+        """
+        X = self._check_data(X)
+        num_samples = self._check_draws(X, num_samples)
+        log_lik, log_prior_ratio, _, _ = self._sample_terms(
+            X, num_samples, check_generator(generator))
+        return log_lik + log_prior_ratio
+
+    def iwae_bound(self, X, num_samples: int, *,
                    generator: torch.Generator | None = None) -> torch.Tensor:
         r"""Estimate of the importance-weighted bound :math:`\mathcal L_k` of each example.
 
@@ -347,14 +453,15 @@ class VAE(nn.Module):
             w_i = \frac{p_\theta(x \mid z_i)\, p(z_i)}{q_\phi(z_i \mid x)}, \quad
             z_i \sim q_\phi(z \mid x),
 
-        computed in log space, ``logsumexp(log w) - log k``.  Its expectation
-        :math:`\mathcal L_k` satisfies
+        computed in log space, ``logsumexp(log w) - log k``, from
+        :meth:`log_importance_weights`.  Its expectation :math:`\mathcal L_k`
+        satisfies
         :math:`\mathcal L_1 \le \mathcal L_k \le \mathcal L_{k+1} \le \log p_\theta(x)`;
         :math:`\hat{\mathcal L}_1` is the Monte Carlo-KL ELBO estimate with one sample.
 
         Parameters
         ----------
-        x : tensor of shape (n, data_dim), entries in [0, 1]
+        X : tensor of shape (n_samples, data_dim), entries in [0, 1]
         num_samples : int >= 1
             :math:`k`, importance samples per example, drawn in one batch.
         generator : torch.Generator, optional
@@ -362,137 +469,160 @@ class VAE(nn.Module):
 
         Returns
         -------
-        tensor of shape (n,)
+        tensor of shape (n_samples,)
 
         Raises
         ------
         ValueError
-            If ``x`` has the wrong width or entries outside [0, 1], ``num_samples``
-            is not an integer >= 1, or ``generator`` is not a torch.Generator.
+            If ``X`` is not real numbers in [0, 1] of shape (n, data_dim),
+            ``num_samples`` is not an integer >= 1 or its draws would exceed the
+            memory budget, or ``generator`` is not a torch.Generator.
 
         References
         ----------
         Burda, Grosse and Salakhutdinov (2016), Theorem 1.
         """
-        x = self._check_data(x)
-        num_samples = check_int(num_samples, "num_samples", minimum=1)
-        log_lik, log_prior_ratio, _, _ = self._sample_terms(x, num_samples,
-                                                             check_generator(generator))
-        log_w = log_lik + log_prior_ratio
-        return torch.logsumexp(log_w, dim=0) - math.log(num_samples)
+        log_w = self.log_importance_weights(X, num_samples, generator=generator)
+        return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingHistory:
-    """Per-epoch record of :func:`train`.
+    """What :func:`train` recorded, one entry per epoch.
 
     Attributes
     ----------
-    train_elbo : list of float
+    train_elbo : tuple of float
         Average per-example ELBO estimate over each epoch's minibatches, taken
         while the weights move (as the usual running training loss is).
-    test_elbo : list of float or None
+    test_elbo : tuple of float or None
         Per-example ELBO estimate (one sample, analytic KL) averaged over the
-        held-out data at the end of each epoch; None without ``test_data``.
+        held-out data at the end of each epoch; None without ``X_test``.
     """
 
-    train_elbo: list[float]
-    test_elbo: list[float] | None
+    train_elbo: tuple[float, ...]
+    test_elbo: tuple[float, ...] | None
 
 
-def train(model: VAE, train_data, *, epochs: int, batch_size: int, lr: float, seed: int,
-          test_data=None, progress: bool = True) -> TrainingHistory:
+def train(model: VAE, X, *, epochs: int, batch_size: int, lr: float, seed: int,
+          X_test=None, progress: bool = True) -> TrainingHistory:
     r"""Fit a :class:`VAE` by stochastic gradient ascent on the ELBO, with Adam.
 
-    Each epoch visits the training examples in a fresh random order, in
-    minibatches of ``batch_size``; each step maximises the average of the
-    one-sample, analytic-KL ELBO estimate of {eq}`eq-vae-estimators`
-    (Kingma and Welling, 2014, Algorithm 1).  The shuffles and the
-    reparameterisation noise come from a :class:`torch.Generator` seeded with
-    ``seed``, the held-out evaluation from a second generator seeded from the
-    first, so the same seed and the same initial weights give the same history,
-    with or without ``test_data``.
+    Each epoch visits the rows of ``X`` in a fresh random order, in minibatches
+    of ``batch_size``; each step maximises the average of the one-sample,
+    analytic-KL ELBO estimate of {eq}`eq-vae-estimators` (Kingma and Welling,
+    2014, Algorithm 1).  The shuffles and the reparameterisation noise come
+    from a :class:`torch.Generator` seeded with ``seed``, the held-out
+    evaluation from a second generator seeded from the first, so the same seed
+    and the same initial weights give the same history, with or without
+    ``X_test``.
+
+    Training runs for ``epochs`` passes over the data: it has no stopping rule,
+    so it neither converges nor warns.  It stops with an error if it breaks
+    down (a non-finite ELBO or weight).
 
     Parameters
     ----------
     model : VAE
         Trained in place.
-    train_data : tensor of shape (n, data_dim), entries in [0, 1]
+    X : tensor of shape (n_samples, data_dim), entries in [0, 1]
+        The training data, one example per row.
     epochs : int >= 1
+        Passes over ``X``.
     batch_size : int >= 1
         The last minibatch of an epoch holds the remainder.
     lr : float > 0
         Adam's learning rate (Kingma and Ba, 2015).
-    seed : int >= 0
-    test_data : tensor of shape (m, data_dim), optional
+    seed : int in [0, 2**63 - 1]
+    X_test : tensor of shape (m, data_dim), optional
         Held-out data, evaluated after every epoch.
     progress : bool, default True
-        Show a ``tqdm`` progress bar on standard error, redrawn at most once a
-        second, with the latest training and held-out ELBO.
+        Show a ``tqdm`` progress bar on standard error: one line of at most 80
+        characters, redrawn at most once a second, with the latest training
+        ELBO and, with ``X_test``, the held-out one.
 
     Returns
     -------
     TrainingHistory
-        ``train_elbo`` and ``test_elbo`` per epoch, in nats per example.
+        ``train_elbo`` and ``test_elbo``, one entry per epoch, in nats per example.
 
     Raises
     ------
     ValueError
-        If ``model`` is not a VAE, the data have the wrong width or entries
-        outside [0, 1], or a setting is out of range.
-
-    References
-    ----------
-    Kingma and Welling (2014), Algorithm 1; Kingma and Ba (2015).
+        If ``model`` is not a VAE, the data are not real numbers in [0, 1] of
+        shape (n, data_dim), or a setting is out of range.  Also if training
+        breaks down: a minibatch ELBO, a held-out ELBO or a weight that becomes
+        NaN or infinite stops training with a message naming the epoch (and
+        the step) and what to try; the model's weights are then unusable.
 
     Notes
     -----
     The optimiser is :class:`torch.optim.Adam` with ``fused=True``, created
     afresh on each call: a second call continues from the model's weights but
     not from Adam's moment estimates.
+
+    References
+    ----------
+    Kingma and Welling (2014), Algorithm 1; Kingma and Ba (2015).
     """
     if not isinstance(model, VAE):
         raise ValueError(f"model must be a vicourse.vae.VAE; got {_describe(model)}")
-    train_data = model._check_data(train_data, "train_data")
-    if test_data is not None:
-        test_data = model._check_data(test_data, "test_data")
+    X = model._check_data(X, "X")
+    if X_test is not None:
+        X_test = model._check_data(X_test, "X_test")
     epochs = check_int(epochs, "epochs")
     batch_size = check_int(batch_size, "batch_size")
-    if (isinstance(lr, bool) or not isinstance(lr, numbers.Real)
-            or not math.isfinite(lr) or lr <= 0):
-        raise ValueError(f"lr must be a finite number > 0; got {_describe(lr)}")
-    seed = check_int(seed, "seed", minimum=0)
+    lr = check_scalar(lr, "lr", positive=True)
+    seed = check_seed(seed)
     progress = check_bool(progress, "progress")
 
     generator = torch.Generator().manual_seed(seed)
-    # Drawn unconditionally, so the training path does not depend on test_data.
+    # Drawn unconditionally, so the training path does not depend on X_test.
     eval_generator = torch.Generator().manual_seed(
         int(torch.randint(0, 2**62, (1,), generator=generator)))
     # fused: one kernel per step for all parameters instead of a loop over them; on
     # these small networks it takes a quarter off the time of a step.
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(lr), fused=True)
-    n = train_data.shape[0]
-    history = TrainingHistory(train_elbo=[], test_elbo=None if test_data is None else [])
-    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not progress,
-               file=sys.stderr, mininterval=1.0, leave=True)
-    for _ in bar:
-        order = torch.randperm(n, generator=generator)
-        total = 0.0
-        for start in range(0, n, batch_size):
-            batch = train_data[order[start:start + batch_size]]
-            elbo = model._elbo(batch, 1, True, generator)
-            loss = -elbo.mean()  # the optimiser minimises, so it is handed -ELBO
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total -= loss.item() * batch.shape[0]
-        history.train_elbo.append(total / n)
-        postfix = {"train ELBO": f"{history.train_elbo[-1]:.2f}"}
-        if test_data is not None:
-            with torch.no_grad():
-                history.test_elbo.append(
-                    float(model._elbo(test_data, 1, True, eval_generator).mean()))
-            postfix["test ELBO"] = f"{history.test_elbo[-1]:.2f}"
-        bar.set_postfix(postfix, refresh=False)
-    bar.close()
-    return history
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    n = X.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    advice = (f"training diverged. Try a smaller lr (it was {lr:g}) or a larger batch_size "
+              f"(it was {batch_size}); the model's weights are now unusable, so start again "
+              f"from a new VAE")
+    train_elbo, test_elbo = [], []
+    # One line of at most 80 characters (a terminal's width, and less than the book's
+    # column): the bar shrinks to fit; the rate, which changes every run, is left out.
+    bar = tqdm(range(1, epochs + 1), desc="training", disable=not progress, file=sys.stderr,
+               mininterval=1.0, leave=True, ncols=80, bar_format=_BAR_FORMAT)
+    try:
+        for epoch in bar:
+            order = torch.randperm(n, generator=generator)
+            total = 0.0
+            for step, start in enumerate(range(0, n, batch_size), start=1):
+                batch = X[order[start:start + batch_size]]
+                elbo = model._elbo(batch, 1, True, generator)
+                loss = -elbo.mean()  # the optimiser minimises, so it is handed -ELBO
+                value = -loss.item()
+                finite_or_raise(value, f"the minibatch ELBO at epoch {epoch}, step {step} of "
+                                f"{steps_per_epoch}", advice)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += value * batch.shape[0]
+            # A non-finite gradient in the epoch's last step leaves non-finite weights
+            # that no minibatch ELBO of this epoch has seen.
+            if not all(all_finite(p) for p in model.parameters()):
+                raise ValueError(f"a weight of the model is NaN or infinite after epoch "
+                                 f"{epoch} (step {steps_per_epoch}); {advice}")
+            train_elbo.append(total / n)
+            postfix = {"ELBO": f"{train_elbo[-1]:.2f}"}
+            if X_test is not None:
+                with torch.no_grad():
+                    held_out = float(model._elbo(X_test, 1, True, eval_generator).mean())
+                test_elbo.append(finite_or_raise(
+                    held_out, f"the held-out ELBO after epoch {epoch}", advice))
+                postfix["held out"] = f"{test_elbo[-1]:.2f}"
+            bar.set_postfix(postfix, refresh=False)
+    finally:
+        bar.close()   # also when training breaks down
+    return TrainingHistory(train_elbo=tuple(train_elbo),
+                           test_elbo=None if X_test is None else tuple(test_elbo))

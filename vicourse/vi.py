@@ -156,6 +156,27 @@ def _stochastic_ascent(objective: Callable[[int], tuple[torch.Tensor, torch.Tens
     the last window possibly partial), Polyak–Ruppert averaging of the tail
     (Polyak and Juditsky, 1992), in the unconstrained parameters.
 
+    Parameters
+    ----------
+    objective : callable
+        ``objective(step) -> (surrogate, elbo)``, as above; it draws from its
+        own generator and calls the log density through
+        :func:`vicourse._validation.call_log_density`.
+    params : sequence of tensors
+        The leaf tensors (``requires_grad=True``) that Adam updates, in place.
+    steps, lr, tau0, kappa, average, tol, eval_window
+        As in :func:`fit_gaussian`, validated by :func:`_check_schedule`.
+    what : str
+        The routine's name, used in errors and warnings.
+
+    Returns
+    -------
+    _AscentResult
+        ``elbos`` (n_iter,), ``n_iter``, ``converged``, ``step_sizes``
+        (n_iter,), ``window_means``, ``relative_changes``, and ``averaged``
+        (the averaged ``params``, or None without averaging); ``params``
+        themselves hold the last iterate.
+
     Raises
     ------
     ValueError
