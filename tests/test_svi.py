@@ -312,8 +312,8 @@ def test_svi_gmm_rejects_bad_counts_of_points_and_steps(bad, name):
 @given(bad=st.one_of(bad_scalars(), st.floats(-1e9, -1e-9), st.floats(1.0 + 1e-9, 1e9)),
        name=st.sampled_from(["tau0", "kappa", "tol"]))
 def test_svi_rejects_bad_step_sizes_and_tolerances(bad, name):
-    if name in ("tau0", "tol") and isinstance(bad, float) and bad > 1:
-        return                                   # only kappa must lie in [0, 1]
+    if name == "tau0" and isinstance(bad, float) and bad > 1:
+        return                                   # tau0 has no upper bound
     assert_rejects(lambda: _gmm(**{name: bad}), name, exceptions=ValueError)
     assert_rejects(lambda: _lda(**{name: bad}), name, exceptions=ValueError)
     if name != "tol":
@@ -528,3 +528,23 @@ def test_online_lda_with_the_whole_corpus_and_unit_steps_is_batch_vb():
                           seed=np.random.RandomState(7))
     np.testing.assert_allclose(ours.info["step_sizes"], 1.0)
     np.testing.assert_allclose(ours.lambda_, peer.components_, rtol=1e-6)
+
+
+def test_online_lda_bound_stays_exact_where_exp_e_log_beta_underflows(monkeypatch):
+    # Topics that give some words almost no mass make exp(E[log beta]) underflow to 0; the
+    # bound is then taken in log space for those words, and still equals scikit-learn's.
+    _exact_digamma(monkeypatch)
+    counts, _ = _corpus(D=30, V=40, seed=9)
+    lam = np.random.default_rng(0).gamma(100.0, 0.01, (4, 40))
+    lam[:, :10] = 1e-300                                          # E[log beta] about -1e300
+    lam_t = lam.T.copy()
+    elog_beta_t = svi._dirichlet_expectation(lam_t, axis=0)
+    gamma = np.ones((30, 4))
+    gamma, _, elog_theta, log_norm = svi._lda_local_step(counts, elog_beta_t, np.exp(elog_beta_t),
+                                                         0.25, gamma, 100, 1e-3)
+    assert np.all(np.isfinite(log_norm)) and np.any(log_norm < -1e200)
+    ours = (svi._lda_local_elbo(counts, gamma, elog_theta, log_norm, 0.25)
+            + svi._lda_global_elbo(lam_t, elog_beta_t, 0.25))
+    lda = LatentDirichletAllocation(n_components=4).fit(counts[:5])
+    lda.components_, lda.doc_topic_prior_, lda.topic_word_prior_ = lam, 0.25, 0.25
+    assert ours == pytest.approx(lda._approx_bound(counts, gamma, sub_sampling=False), rel=1e-12)

@@ -1,6 +1,6 @@
 """Stochastic variational inference: fits whose steps cost O(batch), whatever n is (Chapter 8).
 
-Every fit of the earlier chapters touches all n data points per step.  For a
+EM, CAVI and black-box VI (Chapters 2, 3 and 5) touch all n data points per step.  For a
 model whose global variational factor is conditionally conjugate, the natural
 gradient of the ELBO is :math:`\\hat\\lambda - \\lambda`, where
 :math:`\\hat\\lambda` is what one CAVI update would set
@@ -19,16 +19,25 @@ function                       what it fits
 :func:`bayesian_gmm`           Bishop's variational Gaussian mixture (Chapter 3), by SVI
 :func:`bayesian_gmm_elbo`      the whole-data ELBO of a fitted mixture's global factor
 :func:`online_lda`             latent Dirichlet allocation, Hoffman et al.'s online LDA
+:func:`fit_gaussian`           a Gaussian posterior by doubly stochastic black-box VI
+:func:`elbo_grads`             its gradient estimates, with a minibatch or the whole data
+:func:`step_sizes`             the Robbins–Monro step sizes of the conjugate fits
 =============================  =====================================================
 
 :func:`bayesian_gmm` runs the same updates as :func:`vicourse.cavi.bayesian_gmm`,
 from one implementation (statistics in, parameters out); with the whole
-data as the batch and :math:`\\rho_t = 1` each step *is* a CAVI sweep.
+data as the batch and :math:`\\rho_t = 1` each step *is* a CAVI sweep.  Without
+conjugacy there is no CAVI update to move towards, but a minibatch scaled by
+:math:`n / |B|` still gives an unbiased gradient: :func:`fit_gaussian` puts one
+inside black-box VI's Monte Carlo gradient (Titsias and Lázaro-Gredilla, 2014)
+and reads the data from an array, a memory-mapped file or an iterable of
+blocks.
 
 Stochastic fits record one estimate of the ELBO per step, from that step's
 minibatch, and stop when the mean of the estimates over a window of
-``eval_window`` steps changes by less than ``tol`` relative to its size
-between consecutive windows (``tol=0`` runs every step).
+``eval_window`` steps changes by less than ``tol`` relative to
+:math:`\\max(\\lvert\\text{mean}\\rvert, 1)` between consecutive windows, the rule of
+:func:`vicourse.vi.fit_gaussian` (``tol=0`` runs every step).
 """
 
 from __future__ import annotations
@@ -147,13 +156,13 @@ class _WindowedStop:
         if len(self.means) < 2:
             return False
         new, old = self.means[-1], self.means[-2]
-        return abs(new - old) < self.tol * abs(new)
+        return abs(new - old) < self.tol * max(abs(new), 1.0)
 
     def warn(self, what: str, steps: int) -> None:
         if self.tol == 0:
             return
         if len(self.means) >= 2:
-            last = abs(self.means[-1] - self.means[-2]) / abs(self.means[-1])
+            last = abs(self.means[-1] - self.means[-2]) / max(abs(self.means[-1]), 1.0)
             change = f"last relative change of the windowed ELBO {last:.3g}"
         else:
             change = f"fewer than two windows of eval_window={self.eval_window} steps"
@@ -164,7 +173,7 @@ class _WindowedStop:
 
 
 def _check_stopping(tol, eval_window) -> tuple[float, int]:
-    return (check_scalar(tol, "tol", nonnegative=True),
+    return (check_in_interval(tol, "tol", 0.0, 1.0, closed=(True, False)),
             check_int(eval_window, "eval_window", maximum=10**7))
 
 
@@ -214,10 +223,11 @@ def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0
         Draws the minibatches.
     alpha0, beta0, m0, W0, nu0, reg_covar
         The prior, with the defaults of :func:`vicourse.cavi.bayesian_gmm`.
-    tol : float, >= 0
+    tol : float in [0, 1)
         Stop when the mean of the recorded bound over a window of
-        ``eval_window`` steps changes by less than ``tol`` relative to its
-        size, between consecutive windows; ``tol=0`` runs every step.
+        ``eval_window`` steps changes by less than ``tol`` relative to
+        :math:`\max(\lvert\text{mean}\rvert, 1)` between consecutive windows;
+        ``tol=0`` runs every step.
     eval_window : int, >= 1
     snapshot_every : int, optional
         Keep the global factor every this many steps (and after the last), in
@@ -251,9 +261,9 @@ def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0
         As :func:`vicourse.cavi.bayesian_gmm` for the data and the prior; if
         ``batch_size`` is not an integer in [1, n_samples], ``steps``,
         ``eval_window`` or ``snapshot_every`` are not positive integers,
-        ``tau0`` or ``tol`` are negative, ``kappa`` lies outside [0, 1],
-        ``compute_resp`` is not a bool or ``seed`` is invalid; and if the
-        bound becomes non-finite.
+        ``tau0`` is negative, ``kappa`` lies outside [0, 1], ``tol`` outside
+        [0, 1), ``compute_resp`` is not a bool or ``seed`` is invalid; and if
+        the bound becomes non-finite.
 
     Warns
     -----
@@ -446,19 +456,64 @@ def _dirichlet_expectation(param: np.ndarray, axis: int) -> np.ndarray:
     return digamma(param) - digamma(total)
 
 
-def _lda_local_step(Xb: sp.csr_matrix, exp_elog_beta_t: np.ndarray, alpha: float, gamma: np.ndarray,
-                    max_iter: int, mean_change_tol: float):
-    r"""The local step of online LDA for a batch of documents, all documents at once.
+def _lda_iterate(Xb: sp.csr_matrix, docs: np.ndarray, exp_elog_beta_t: np.ndarray, alpha: float,
+                 gamma: np.ndarray, exp_theta: np.ndarray, max_iter: int,
+                 mean_change_tol: float) -> None:
+    """The local iterations for the documents ``docs`` of ``Xb``; ``gamma``, ``exp_theta`` in place.
+
+    The documents' words are laid out padded, (documents, longest, K), so that each
+    iteration is two batched matrix products; padded slots hold zero counts, which add
+    nothing.  The documents still iterating are kept compact; a document that stops is
+    written back and dropped.
+    """
+    eps = np.finfo(np.float64).eps
+    K = gamma.shape[1]
+    lengths = np.diff(Xb.indptr)[docs]
+    longest = int(lengths.max())
+    slot = np.arange(longest)
+    filled = slot[None, :] < lengths[:, None]                   # (docs, longest)
+    index = (Xb.indptr[docs][:, None] + slot[None, :])[filled]    # their nonzeros, in order
+    beta_pad = np.zeros((docs.size, longest, K))
+    beta_pad[filled] = np.take(exp_elog_beta_t, Xb.indices[index], axis=0)
+    cnts_pad = np.zeros((docs.size, longest))
+    cnts_pad[filled] = Xb.data[index]
+    active = docs
+    gamma_a, theta_a = gamma[docs], exp_theta[docs]
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        norm = np.matmul(beta_pad, theta_a[:, :, None])[:, :, 0] + eps     # (docs, longest)
+        # sum over each document's words of n_dw / norm_dw * exp E[log beta_w]
+        words = np.matmul((cnts_pad / norm)[:, None, :], beta_pad)[:, 0, :]
+        new = theta_a * words + alpha
+        change = np.einsum("ij->i", np.abs(new - gamma_a)) / K
+        gamma_a, theta_a = new, np.exp(_dirichlet_expectation(new, axis=1))
+        done = change < mean_change_tol
+        if done.any():
+            gamma[active[done]], exp_theta[active[done]] = gamma_a[done], theta_a[done]
+            still = ~done
+            active, gamma_a, theta_a = active[still], gamma_a[still], theta_a[still]
+            beta_pad, cnts_pad = beta_pad[still], cnts_pad[still]
+    gamma[active], exp_theta[active] = gamma_a, theta_a         # those that ran out of iterations
+
+
+def _lda_local_step(Xb: sp.csr_matrix, elog_beta_t: np.ndarray, exp_elog_beta_t: np.ndarray,
+                    alpha: float, gamma: np.ndarray, max_iter: int, mean_change_tol: float):
+    r"""The local step of online LDA for a batch of documents, as array operations.
 
     Iterates :math:`\gamma_d = \alpha + \exp\mathbb E[\log\theta_d] \odot
     \sum_w n_{dw} \frac{\exp\mathbb E[\log\beta_{w}]}{\phi^{\rm norm}_{dw}}`
     (Hoffman et al.'s (2010) E-step, with :math:`\phi` kept implicit) for each
     document until the mean absolute change of its :math:`\gamma_d` falls below
-    ``mean_change_tol`` (then that document stops) or ``max_iter`` iterations.
-    ``exp_elog_beta_t`` is :math:`\exp\mathbb E[\log\beta]` transposed, (V, K).
+    ``mean_change_tol`` (then that document stops) or ``max_iter`` iterations;
+    documents of similar length are updated together.  ``elog_beta_t`` is
+    :math:`\mathbb E[\log\beta]` transposed, (V, K), and ``exp_elog_beta_t`` its
+    exponential.
 
     Returns ``gamma`` (B, K) (updated in place), the unscaled statistics
-    :math:`\sum_d n_{dw} \phi_{dwk}` as (V, K), and :math:`\mathbb E[\log\theta]` (B, K).
+    :math:`\sum_d n_{dw} \phi_{dwk}` as (V, K), :math:`\mathbb E[\log\theta]` (B, K),
+    and :math:`\log\sum_k \exp(\mathbb E[\log\theta_{dk}] + \mathbb E[\log\beta_{kw}])`
+    for every nonzero count (for the bound).
     """
     eps = np.finfo(np.float64).eps
     B, K = gamma.shape
@@ -468,49 +523,37 @@ def _lda_local_step(Xb: sp.csr_matrix, exp_elog_beta_t: np.ndarray, alpha: float
     empty = lengths == 0
     gamma[empty] = alpha                        # no words: the update gives alpha at once
     exp_theta[empty] = np.exp(_dirichlet_expectation(gamma[empty], axis=1))
-    # The documents still iterating, kept compact: their gamma and exp E[log theta], and their
-    # nonzero counts with the topics' exp E[log beta] of each word.  A document that stops is
-    # written back and dropped.
-    active = np.flatnonzero(~empty)
-    gamma_a, theta_a = gamma[active], exp_theta[active]
-    keep = np.repeat(~empty, lengths)
-    rows = np.repeat(np.arange(active.size), lengths[active])   # nonzero -> position in active
-    cnts = Xb.data[keep]
-    beta_nz = exp_elog_beta_t[Xb.indices[keep]]                 # (nnz, K)
-    starts = np.concatenate([[0], np.cumsum(lengths[active])[:-1]])
-    for _ in range(max_iter):
-        if active.size == 0:
-            break
-        norm = np.einsum("ij,ij->i", theta_a[rows], beta_nz) + eps
-        weighted = beta_nz * (cnts / norm)[:, None]
-        new = theta_a * np.add.reduceat(weighted, starts, axis=0) + alpha
-        change = np.einsum("ij->i", np.abs(new - gamma_a)) / K
-        gamma_a, theta_a = new, np.exp(_dirichlet_expectation(new, axis=1))
-        done = change < mean_change_tol
-        if done.any():
-            gamma[active[done]], exp_theta[active[done]] = gamma_a[done], theta_a[done]
-            still = ~done
-            keep_nz = np.repeat(still, lengths[active])
-            active, gamma_a, theta_a = active[still], gamma_a[still], theta_a[still]
-            rows = (np.cumsum(still) - 1)[rows[keep_nz]]
-            cnts, beta_nz = cnts[keep_nz], beta_nz[keep_nz]
-            starts = np.concatenate([[0], np.cumsum(lengths[active])[:-1]])
-    gamma[active], exp_theta[active] = gamma_a, theta_a         # those that ran out of iterations
+    # Documents of similar length iterate together (padding wastes at most a quarter).
+    docs = np.flatnonzero(~empty)
+    docs = docs[np.argsort(lengths[docs], kind="stable")]
+    while docs.size:
+        group = np.searchsorted(lengths[docs], 1.25 * lengths[docs[0]], side="right")
+        _lda_iterate(Xb, docs[:group], exp_elog_beta_t, alpha, gamma, exp_theta, max_iter,
+                     mean_change_tol)
+        docs = docs[group:]
     # statistics sum_d n_dw phi_dwk / exp E[log beta_kw], with the final gamma (as scikit-learn)
     doc_of = np.repeat(np.arange(B), lengths)
-    norm = np.einsum("ij,ij->i", exp_theta[doc_of], exp_elog_beta_t[Xb.indices]) + eps
-    weights = sp.csr_matrix((Xb.data / norm, Xb.indices, Xb.indptr), shape=Xb.shape)
+    norm = np.einsum("ij,ij->i", np.take(exp_theta, doc_of, axis=0),
+                     np.take(exp_elog_beta_t, Xb.indices, axis=0))
+    weights = sp.csr_matrix((Xb.data / (norm + eps), Xb.indices, Xb.indptr), shape=Xb.shape)
     sstats = weights.T @ exp_theta                              # (V, K)
-    return gamma, np.asarray(sstats) * exp_elog_beta_t, _dirichlet_expectation(gamma, axis=1)
+    elog_theta = _dirichlet_expectation(gamma, axis=1)
+    # log sum_k exp(E[log theta_dk] + E[log beta_kw]) for the bound: log(norm), except where
+    # the product of exponentials may have underflowed, which is recomputed in log space
+    tiny = norm < 1e-250
+    log_norm = np.log(np.where(tiny, 1.0, norm))
+    if tiny.any():
+        log_norm[tiny] = logsumexp(elog_theta[doc_of[tiny]] + elog_beta_t[Xb.indices[tiny]],
+                                   axis=1)
+    return gamma, np.asarray(sstats) * exp_elog_beta_t, elog_theta, log_norm
 
 
-def _lda_local_elbo(Xb: sp.csr_matrix, gamma, elog_theta, elog_beta_t, alpha: float) -> float:
+def _lda_local_elbo(Xb: sp.csr_matrix, gamma, elog_theta, log_norm, alpha: float) -> float:
     r"""The documents' part of the ELBO, with :math:`\phi` optimal for ``gamma`` and the topics:
     :math:`\sum_{dw} n_{dw}\log\sum_k e^{\mathbb E\log\theta_{dk} + \mathbb E\log\beta_{kw}}`
     plus :math:`\mathbb E[\log p(\theta_d \mid \alpha) - \log q(\theta_d \mid \gamma_d)]`."""
     K = gamma.shape[1]
-    doc_of = np.repeat(np.arange(Xb.shape[0]), np.diff(Xb.indptr))
-    words = Xb.data @ logsumexp(elog_theta[doc_of] + elog_beta_t[Xb.indices], axis=1)
+    words = np.einsum("i,i->", Xb.data, log_norm)       # (BLAS dot threads badly)
     dirichlet = (np.sum((alpha - gamma) * elog_theta) + np.sum(gammaln(gamma)) - gamma.size * gammaln(alpha)
                  + gamma.shape[0] * gammaln(K * alpha) - np.sum(gammaln(gamma.sum(axis=1))))
     return float(words + dirichlet)
@@ -587,11 +630,11 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
     max_doc_update_iter : int, >= 1
     mean_change_tol : float, >= 0
         The local step's stopping rule (scikit-learn's names and defaults).
-    tol : float, >= 0
+    tol : float in [0, 1)
     eval_window : int, >= 1
         Stop when the mean of the recorded bound over ``eval_window`` steps
-        changes by less than ``tol`` relative to its size between
-        consecutive windows; ``tol=0`` runs ``max_iter`` passes.
+        changes by less than ``tol`` relative to :math:`\max(\lvert\text{mean}\rvert, 1)`
+        between consecutive windows; ``tol=0`` runs ``max_iter`` passes.
 
     Returns
     -------
@@ -610,8 +653,8 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
         If ``counts`` is not a 2-D array or sparse matrix of non-negative
         whole numbers, ``n_topics``, ``batch_size``, ``max_iter``,
         ``max_doc_update_iter`` or ``eval_window`` are not integers in range,
-        ``alpha``, ``eta`` are not positive, ``tau0``, ``tol``,
-        ``mean_change_tol`` are negative, ``kappa`` lies outside [0, 1],
+        ``alpha``, ``eta`` are not positive, ``tau0`` or ``mean_change_tol``
+        are negative, ``kappa`` lies outside [0, 1], ``tol`` outside [0, 1),
         ``shuffle`` is not a bool, ``lambda_init`` is not positive and of
         shape (n_topics, n_words), or ``seed`` is invalid.
 
@@ -672,10 +715,11 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
             Xb = counts[order[rows]] if shuffle else counts[rows]
             gamma0 = rng.gamma(100.0, 0.01, (Xb.shape[0], K))
             exp_elog_beta_t = np.exp(elog_beta_t)
-            gamma, sstats, elog_theta = _lda_local_step(Xb, exp_elog_beta_t, alpha, gamma0,
-                                                        max_doc_update_iter, mean_change_tol)
+            gamma, sstats, elog_theta, log_norm = _lda_local_step(
+                Xb, elog_beta_t, exp_elog_beta_t, alpha, gamma0, max_doc_update_iter,
+                mean_change_tol)
             ratio = D / Xb.shape[0]
-            estimate = (ratio * _lda_local_elbo(Xb, gamma, elog_theta, elog_beta_t, alpha)
+            estimate = (ratio * _lda_local_elbo(Xb, gamma, elog_theta, log_norm, alpha)
                         + _lda_global_elbo(lam_t, elog_beta_t, eta))
             if not math.isfinite(estimate):
                 raise ValueError(f"the ELBO estimate became {estimate} at step {t + 1}; "
@@ -701,9 +745,10 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
     elbo = _lda_global_elbo(lam_t, elog_beta_t, eta)
     for start in range(0, D, batch_size):
         rows = slice(start, min(start + batch_size, D))
-        g, _, elog_theta = _lda_local_step(counts[rows], exp_elog_beta_t, alpha, gamma[rows],
-                                           max_doc_update_iter, mean_change_tol)
-        elbo += _lda_local_elbo(counts[rows], g, elog_theta, elog_beta_t, alpha)
+        g, _, elog_theta, log_norm = _lda_local_step(counts[rows], elog_beta_t, exp_elog_beta_t,
+                                                     alpha, gamma[rows], max_doc_update_iter,
+                                                     mean_change_tol)
+        elbo += _lda_local_elbo(counts[rows], g, elog_theta, log_norm, alpha)
     info = {"step_sizes": np.asarray(rhos), "passes": passes, "elbo": elbo}
     if tol > 0:
         info["window_means"] = np.asarray(stop.means)
