@@ -939,10 +939,11 @@ def bayesian_gmm(X, resp_init, *, alpha0=None, beta0: float = 1.0, m0=None, W0=N
     ``sklearn/mixture/_bayesian_mixture.py``; Chan, Golub and LeVeque (1979),
     "Updating formulae and a pairwise algorithm for computing sample variances".
     """
-    X, resp, prior = _vbgmm.check_problem(X, resp_init, alpha0=alpha0, beta0=beta0, m0=m0, W0=W0,
-                                          nu0=nu0, reg_covar=reg_covar)
-    max_iter = check_int(max_iter, "max_iter")
-    tol = check_scalar(tol, "tol", nonnegative=True)
-    params, resp, elbos, n_iter, converged = _vbgmm.fit_cavi(X, resp, prior, max_iter=max_iter,
-                                                             tol=tol)
+    with _vbgmm.one_blas_thread():
+        X, resp, prior = _vbgmm.check_problem(X, resp_init, alpha0=alpha0, beta0=beta0, m0=m0,
+                                              W0=W0, nu0=nu0, reg_covar=reg_covar)
+        max_iter = check_int(max_iter, "max_iter")
+        tol = check_scalar(tol, "tol", nonnegative=True)
+        params, resp, elbos, n_iter, converged = _vbgmm.fit_cavi(X, resp, prior,
+                                                                 max_iter=max_iter, tol=tol)
     return _bayesian_gmm_fit(prior, params, resp, elbos, n_iter, converged)

@@ -277,50 +277,51 @@ def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0
     Hoffman, Blei, Wang and Paisley (2013), "Stochastic variational inference",
     JMLR 14, Algorithm 2; Bishop (2006), Section 10.2.
     """
-    X, resp, prior = _vbgmm.check_problem(X, resp_init, alpha0=alpha0, beta0=beta0, m0=m0, W0=W0,
-                                          nu0=nu0, reg_covar=reg_covar)
-    n = X.shape[0]
-    batch_size = _check_batch_size(batch_size, n, "rows of X")
-    steps = check_int(steps, "steps")
-    tau0, kappa = _check_schedule(tau0, kappa)
-    rng = as_rng(seed)
-    tol, eval_window = _check_stopping(tol, eval_window)
-    if snapshot_every is not None:
-        snapshot_every = check_int(snapshot_every, "snapshot_every")
-    compute_resp = check_bool(compute_resp, "compute_resp")
-    _warn_if_not_robbins_monro(kappa, batch_size, n, "svi.bayesian_gmm")
+    with _vbgmm.one_blas_thread():             # many small products: see one_blas_thread
+        X, resp, prior = _vbgmm.check_problem(X, resp_init, alpha0=alpha0, beta0=beta0, m0=m0, W0=W0,
+                                              nu0=nu0, reg_covar=reg_covar)
+        n = X.shape[0]
+        batch_size = _check_batch_size(batch_size, n, "rows of X")
+        steps = check_int(steps, "steps")
+        tau0, kappa = _check_schedule(tau0, kappa)
+        rng = as_rng(seed)
+        tol, eval_window = _check_stopping(tol, eval_window)
+        if snapshot_every is not None:
+            snapshot_every = check_int(snapshot_every, "snapshot_every")
+        compute_resp = check_bool(compute_resp, "compute_resp")
+        _warn_if_not_robbins_monro(kappa, batch_size, n, "svi.bayesian_gmm")
 
-    stats = _vbgmm.stats_from_resp(X, prior.shift, resp)
-    params = _vbgmm.m_step(prior, stats)
-    stop = _WindowedStop(tol, eval_window)
-    elbos: list[float] = []
-    rhos: list[float] = []
-    snapshots: list[BayesianGMMFit] = []
-    converged = False
-    for t in range(1, steps + 1):
-        params, stats, estimate, rho = _svi_step(X, prior, params, stats, t, rng=rng,
-                                                 batch_size=batch_size, tau0=tau0, kappa=kappa)
-        elbos.append(_vbgmm.finite_elbo(estimate, f"step {t}"))
-        rhos.append(rho)
-        converged = stop(elbos)
-        if snapshot_every is not None and (t % snapshot_every == 0 or converged or t == steps):
-            snapshots.append(_bayesian_gmm_fit(prior, params, None, elbos, t, converged))
-        if converged:
-            break
-    if not converged:
-        stop.warn("svi.bayesian_gmm", steps)
-    info = {"step_sizes": np.asarray(rhos)}
-    if compute_resp:
-        resp = np.empty_like(resp)
-        full, neg_entropy = _vbgmm.local_step(params, X, prior.shift, out=resp)
-        info["elbo"] = _vbgmm.finite_elbo(_vbgmm.elbo(prior, params, full, neg_entropy), "the end")
-    else:
-        resp = None
-    if tol > 0:
-        info["window_means"] = np.asarray(stop.means)
-    if snapshot_every is not None:
-        info["snapshots"] = snapshots
-    return _bayesian_gmm_fit(prior, params, resp, elbos, len(elbos), converged, info)
+        stats = _vbgmm.stats_from_resp(X, prior.shift, resp)
+        params = _vbgmm.m_step(prior, stats)
+        stop = _WindowedStop(tol, eval_window)
+        elbos: list[float] = []
+        rhos: list[float] = []
+        snapshots: list[BayesianGMMFit] = []
+        converged = False
+        for t in range(1, steps + 1):
+            params, stats, estimate, rho = _svi_step(X, prior, params, stats, t, rng=rng,
+                                                     batch_size=batch_size, tau0=tau0, kappa=kappa)
+            elbos.append(_vbgmm.finite_elbo(estimate, f"step {t}"))
+            rhos.append(rho)
+            converged = stop(elbos)
+            if snapshot_every is not None and (t % snapshot_every == 0 or converged or t == steps):
+                snapshots.append(_bayesian_gmm_fit(prior, params, None, elbos, t, converged))
+            if converged:
+                break
+        if not converged:
+            stop.warn("svi.bayesian_gmm", steps)
+        info = {"step_sizes": np.asarray(rhos)}
+        if compute_resp:
+            resp = np.empty_like(resp)
+            full, neg_entropy = _vbgmm.local_step(params, X, prior.shift, out=resp)
+            info["elbo"] = _vbgmm.finite_elbo(_vbgmm.elbo(prior, params, full, neg_entropy), "the end")
+        else:
+            resp = None
+        if tol > 0:
+            info["window_means"] = np.asarray(stop.means)
+        if snapshot_every is not None:
+            info["snapshots"] = snapshots
+        return _bayesian_gmm_fit(prior, params, resp, elbos, len(elbos), converged, info)
 
 
 def _svi_step(X, prior, params, stats, t, *, rng, batch_size, tau0, kappa):
@@ -328,7 +329,7 @@ def _svi_step(X, prior, params, stats, t, *, rng, batch_size, tau0, kappa):
     minibatch estimate of the ELBO at the old parameters, and the step size."""
     n = X.shape[0]
     idx = np.sort(rng.choice(n, size=batch_size, replace=False))     # sorted: contiguous reads
-    batch, neg_entropy = _vbgmm.local_step(params, X[idx], prior.shift)   # local step
+    batch, neg_entropy = _vbgmm.local_step(params, np.take(X, idx, axis=0), prior.shift)
     scale = n / batch_size
     estimate = _vbgmm.elbo(prior, params, batch.scaled(scale), scale * neg_entropy)
     rho = (t + tau0) ** -kappa
@@ -375,7 +376,8 @@ def bayesian_gmm_elbo(X, fit: BayesianGMMFit) -> float:
         raise ValueError(f"X must have {d} columns, as the fit's means; got shape {X.shape}")
     prior, params = _vbgmm.from_fit(fit.alpha, fit.beta, fit.m, fit.W, fit.nu, alpha0=fit.alpha0,
                                     beta0=fit.beta0, m0=fit.m0, W0=fit.W0, nu0=fit.nu0)
-    stats, neg_entropy = _vbgmm.local_step(params, X, prior.shift)
+    with _vbgmm.one_blas_thread():
+        stats, neg_entropy = _vbgmm.local_step(params, X, prior.shift)
     return _vbgmm.finite_elbo(_vbgmm.elbo(prior, params, stats, neg_entropy), "the given fit")
 
 
@@ -645,7 +647,8 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
         the corpus from :math:`\gamma = 1` (scikit-learn's ``transform``);
         ``info["elbo"]`` is the ELBO of the returned fit on the whole corpus,
         ``info["step_sizes"]`` the :math:`\rho_t`, ``info["passes"]`` the
-        passes run.
+        passes run (documents processed over the corpus size, a fraction if
+        the stopping rule ends a pass early).
 
     Raises
     ------
@@ -700,58 +703,59 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
         lam_t = lam.T.copy()
     _warn_if_not_robbins_monro(kappa, batch_size, D, "svi.online_lda")
 
-    # The topics are stored transposed, (V, K): a document's words are then rows.
-    elog_beta_t = _dirichlet_expectation(lam_t, axis=0)
-    stop = _WindowedStop(tol, eval_window)
-    elbos: list[float] = []
-    rhos: list[float] = []
-    converged = False
-    t = 0
-    passes = 0
-    for _ in range(max_iter):
-        order = rng.permutation(D) if shuffle else None
-        for start in range(0, D, batch_size):
-            rows = slice(start, min(start + batch_size, D))
-            Xb = counts[order[rows]] if shuffle else counts[rows]
-            gamma0 = rng.gamma(100.0, 0.01, (Xb.shape[0], K))
-            exp_elog_beta_t = np.exp(elog_beta_t)
-            gamma, sstats, elog_theta, log_norm = _lda_local_step(
-                Xb, elog_beta_t, exp_elog_beta_t, alpha, gamma0, max_doc_update_iter,
-                mean_change_tol)
-            ratio = D / Xb.shape[0]
-            estimate = (ratio * _lda_local_elbo(Xb, gamma, elog_theta, log_norm, alpha)
-                        + _lda_global_elbo(lam_t, elog_beta_t, eta))
-            if not math.isfinite(estimate):
-                raise ValueError(f"the ELBO estimate became {estimate} at step {t + 1}; "
-                                 "try larger alpha and eta")
-            elbos.append(estimate)
-            t += 1
-            rho = (t + tau0) ** -kappa
-            rhos.append(rho)
-            lam_t *= 1.0 - rho
-            lam_t += rho * (eta + ratio * sstats)
-            elog_beta_t = _dirichlet_expectation(lam_t, axis=0)
-            converged = stop(elbos)
+    with _vbgmm.one_blas_thread():             # many small products: see one_blas_thread
+        # The topics are stored transposed, (V, K): a document's words are then rows.
+        elog_beta_t = _dirichlet_expectation(lam_t, axis=0)
+        stop = _WindowedStop(tol, eval_window)
+        elbos: list[float] = []
+        rhos: list[float] = []
+        converged = False
+        t = 0
+        seen = 0                                    # documents processed, over all passes
+        for _ in range(max_iter):
+            order = rng.permutation(D) if shuffle else None
+            for start in range(0, D, batch_size):
+                rows = slice(start, min(start + batch_size, D))
+                Xb = counts[order[rows]] if shuffle else counts[rows]
+                gamma0 = rng.gamma(100.0, 0.01, (Xb.shape[0], K))
+                exp_elog_beta_t = np.exp(elog_beta_t)
+                gamma, sstats, elog_theta, log_norm = _lda_local_step(
+                    Xb, elog_beta_t, exp_elog_beta_t, alpha, gamma0, max_doc_update_iter,
+                    mean_change_tol)
+                ratio = D / Xb.shape[0]
+                estimate = (ratio * _lda_local_elbo(Xb, gamma, elog_theta, log_norm, alpha)
+                            + _lda_global_elbo(lam_t, elog_beta_t, eta))
+                if not math.isfinite(estimate):
+                    raise ValueError(f"the ELBO estimate became {estimate} at step {t + 1}; "
+                                     "try larger alpha and eta")
+                elbos.append(estimate)
+                t += 1
+                seen += Xb.shape[0]
+                rho = (t + tau0) ** -kappa
+                rhos.append(rho)
+                lam_t *= 1.0 - rho
+                lam_t += rho * (eta + ratio * sstats)
+                elog_beta_t = _dirichlet_expectation(lam_t, axis=0)
+                converged = stop(elbos)
+                if converged:
+                    break
             if converged:
                 break
-        passes += 1
-        if converged:
-            break
-    if not converged:
-        stop.warn("svi.online_lda", t)
-    # gamma of every document for the returned topics, from gamma = 1 (scikit-learn's transform)
-    exp_elog_beta_t = np.exp(elog_beta_t)
-    gamma = np.ones((D, K))
-    elbo = _lda_global_elbo(lam_t, elog_beta_t, eta)
-    for start in range(0, D, batch_size):
-        rows = slice(start, min(start + batch_size, D))
-        g, _, elog_theta, log_norm = _lda_local_step(counts[rows], elog_beta_t, exp_elog_beta_t,
-                                                     alpha, gamma[rows], max_doc_update_iter,
-                                                     mean_change_tol)
-        elbo += _lda_local_elbo(counts[rows], g, elog_theta, log_norm, alpha)
-    info = {"step_sizes": np.asarray(rhos), "passes": passes, "elbo": elbo}
-    if tol > 0:
-        info["window_means"] = np.asarray(stop.means)
+        if not converged:
+            stop.warn("svi.online_lda", t)
+        # gamma of every document for the returned topics, from gamma = 1 (scikit-learn's transform)
+        exp_elog_beta_t = np.exp(elog_beta_t)
+        gamma = np.ones((D, K))
+        elbo = _lda_global_elbo(lam_t, elog_beta_t, eta)
+        for start in range(0, D, batch_size):
+            rows = slice(start, min(start + batch_size, D))
+            g, _, elog_theta, log_norm = _lda_local_step(counts[rows], elog_beta_t, exp_elog_beta_t,
+                                                         alpha, gamma[rows], max_doc_update_iter,
+                                                         mean_change_tol)
+            elbo += _lda_local_elbo(counts[rows], g, elog_theta, log_norm, alpha)
+        info = {"step_sizes": np.asarray(rhos), "passes": seen / D, "elbo": elbo}
+        if tol > 0:
+            info["window_means"] = np.asarray(stop.means)
     return OnlineLDAFit(lam_t.T.copy(), gamma, np.asarray(elbos), t, converged, info)
 
 
