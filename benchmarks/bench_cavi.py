@@ -120,7 +120,9 @@ def main() -> None:
                "vicourse processes the data in blocks of rows: each block's E-step is one matrix "
                "product for all components, and its statistics are merged into the totals as "
                "means and scatter matrices, so nothing per point is kept but the "
-               "responsibilities; scikit-learn loops over components over the whole data. Peak "
+               "responsibilities; it runs BLAS on one thread, since waking BLAS threads for "
+               "every block's small products costs more than they save. scikit-learn loops "
+               "over components over the whole data, with BLAS's default threads. Peak "
                "memory is what numpy allocates during a fit (tracemalloc); the input data are "
                "not counted."),
     )

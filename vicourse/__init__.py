@@ -16,7 +16,7 @@ module                    chapter  what it holds
 ``vicourse.vi``           5        black-box VI: Gaussian fits to unnormalised log-densities
 ``vicourse.datasets``     6        the 8x8 digits shipped with scikit-learn, as tensors
 ``vicourse.vae``          6        the variational autoencoder, its bounds and its training loop
-``vicourse.svi``          8        stochastic VI: the mixture by minibatches, online LDA
+``vicourse.svi``          8        stochastic VI: the mixture by minibatches, online LDA, minibatch BBVI
 ``vicourse.plotting``     all      figure helpers shared by the chapters, the book's figure style
 ``vicourse.claims``       all      :func:`~vicourse.claims.check`: assert a claim of the text, print it
 ========================  =======  ====================================================
