@@ -143,6 +143,21 @@ def bad_callables(expected_rows) -> st.SearchStrategy:
     ])
 
 
+def nan_gradient(z):
+    """A log-density callable whose values are finite but whose gradient is NaN where z < 0.
+
+    ``torch.where`` differentiates both branches: the derivative of ``sqrt`` at a
+    negative ``z`` is NaN, and NaN times the zero weight of the unused branch stays NaN.
+    """
+    hidden = torch.where(z > 1e9, torch.sqrt(z), torch.zeros_like(z)).sum(-1)
+    return -0.5 * (z**2).sum(-1) + hidden
+
+
+def huge_values(z):
+    """A log-density callable whose finite values (1e300) overflow once multiplied by 1e10."""
+    return torch.full((z.shape[0],), 1e300, dtype=z.dtype)
+
+
 def assert_rejects(call, name: str, exceptions=(ValueError, TypeError)) -> None:
     """``call()`` raises one of ``exceptions`` whose message names the argument ``name``."""
     with pytest.raises(exceptions) as info:

@@ -58,6 +58,25 @@ def wrong_length_vectors(d):
     return st.integers(1, 5).filter(lambda k: k != d).map(lambda k: np.zeros(k))
 
 
+def huge_magnitudes():
+    """Finite numbers whose square overflows float64 (|v| >= 1e155), of either sign."""
+    return st.floats(1e155, 1e308).flatmap(lambda v: st.sampled_from([v, -v]))
+
+
+def overflowing_data(shape):
+    """Finite data of ``shape`` whose spread overflows: two entries +v and -v, |v| >= 1e155.
+
+    Every entry and the mean are float64 numbers; only the squares leave float64's
+    range, and the fit must refuse the data, naming them.
+    """
+    def build(v):
+        out = np.arange(np.prod(shape), dtype=float).reshape(shape) / 7.0
+        out.flat[0], out.flat[-1] = v, -v
+        return out
+
+    return huge_magnitudes().map(build)
+
+
 # ---------------------------------------------------------------------------
 # 0. the loop every fit shares (CONTRIBUTING.md, iterative fits)
 # ---------------------------------------------------------------------------
@@ -209,12 +228,25 @@ def test_gaussian_2d_accepts_tensors_and_nested_lists():
 
 
 def not_spd_2x2():
-    """Finite 2 x 2 matrices that are not symmetric positive definite."""
-    indefinite = st.tuples(st.floats(-5, 5), st.floats(-5, 5), st.floats(0.1, 5)).map(
-        lambda t: np.array([[t[0], t[2] + abs(t[0])], [t[2] + abs(t[0]), t[1]]]))
+    """Finite 2 x 2 matrices that are not symmetric positive definite.
+
+    The symmetric ones [[a, c], [c, b]] have c >= sqrt(|a b|) + 0.1, so that their
+    determinant a b - c^2 <= -0.2 sqrt(|a b|) - 0.01 is negative whatever the signs of
+    a and b: one eigenvalue is negative.  The singular ones are exact in float64
+    (their Cholesky factorisation meets an exact zero).
+    """
+    def symmetric(a, b, margin):
+        c = np.sqrt(abs(a * b)) + margin
+        return np.array([[a, c], [c, b]])
+
+    indefinite = st.builds(symmetric, st.floats(-5, 5), st.floats(-5, 5), st.floats(0.1, 5))
+    negative_definite = st.floats(0.1, 5).map(lambda s: -s * np.eye(2))
+    singular = st.sampled_from([np.zeros((2, 2)), np.ones((2, 2)),
+                                np.array([[4.0, 2.0], [2.0, 1.0]])])
     asymmetric = st.floats(0.1, 1.0).map(lambda b: np.array([[2.0, b], [-b, 2.0]]))
     wrong_size = st.sampled_from([np.eye(3), np.eye(1), np.ones((2, 3))])
-    return st.one_of(bad_arrays((2, 2)), indefinite, asymmetric, wrong_size)
+    return st.one_of(bad_arrays((2, 2)), indefinite, negative_definite, singular, asymmetric,
+                     wrong_size)
 
 
 @PROPERTY
@@ -231,6 +263,23 @@ def test_gaussian_2d_rejects_bad_vectors(bad, name):
 @given(bad=not_spd_2x2())
 def test_gaussian_2d_rejects_a_covariance_that_is_not_spd(bad):
     assert_rejects(lambda: cavi.gaussian_2d([0.0, 0.0], bad), "covariance_matrix")
+
+
+@settings(max_examples=25, deadline=None)
+@given(one_minus_rho=st.floats(1e-12, 1e-4), sign=st.sampled_from([1.0, -1.0]),
+       s1=st.floats(1e-3, 1e3), s2=st.floats(1e-3, 1e3),
+       start=st.tuples(st.floats(-3, 3), st.floats(-3, 3)))
+def test_gaussian_2d_elbo_never_decreases_for_a_nearly_singular_target(one_minus_rho, sign, s1,
+                                                                      s2, start):
+    # |rho| within 1e-12 of one: the sweeps crawl (rho^2 per sweep), and every one of them must
+    # still raise the ELBO, with no warning that it decreased (tol=0: no convergence rule).
+    cov = _correlated(sign * (1 - one_minus_rho), s1, s2)
+    fit = fit_strictly(cavi.gaussian_2d, [0.5, -0.5], cov, init_loc=np.array(start) * [s1, s2],
+                       max_iter=50, tol=0)
+    assert_never_decreases(fit.elbos)
+    # and the variances are still the conditional ones, Sigma_ii (1 - rho^2)
+    np.testing.assert_allclose(fit.scale**2, np.diag(cov) * one_minus_rho * (2 - one_minus_rho),
+                               rtol=1e-3)
 
 
 # ---------------------------------------------------------------------------
@@ -430,7 +479,8 @@ def test_normal_gamma_functions_accept_tensors_lists_and_0d_tensors(name):
 
 
 @PROPERTY
-@given(bad=bad_arrays((5,)), name=st.sampled_from(sorted(NORMAL_GAMMA_FUNCTIONS)))
+@given(bad=st.one_of(bad_arrays((5,)), overflowing_data((5,))),
+       name=st.sampled_from(sorted(NORMAL_GAMMA_FUNCTIONS)))
 def test_normal_gamma_functions_reject_bad_data(bad, name):
     assert_rejects(lambda: NORMAL_GAMMA_FUNCTIONS[name](bad, **PRIOR), "x")
 
@@ -439,7 +489,9 @@ def test_normal_gamma_functions_reject_bad_data(bad, name):
 @given(data=st.data(), name=st.sampled_from(sorted(NORMAL_GAMMA_FUNCTIONS)),
        argument=st.sampled_from(["mu0", "lambda0", "a0", "b0"]))
 def test_normal_gamma_functions_reject_a_bad_prior(data, name, argument):
-    bad = data.draw(bad_scalars(positive=argument != "mu0"))
+    # a mu0 so far from the data that the posterior's rate overflows is refused too
+    bad = data.draw(bad_scalars(positive=True) if argument != "mu0"
+                    else st.one_of(bad_scalars(), huge_magnitudes()))
     assert_rejects(lambda: NORMAL_GAMMA_FUNCTIONS[name](_data(), **(PRIOR | {argument: bad})), argument)
 
 
@@ -448,7 +500,9 @@ def test_normal_gamma_functions_reject_a_bad_prior(data, name, argument):
 def test_normal_gamma_elbo_rejects_a_bad_q(data, index):
     names = ["mu_n", "lambda_n", "a_n", "b_n"]
     q = [1.0, 2.0, 3.0, 4.0]
-    q[index] = data.draw(bad_scalars(positive=index > 0))
+    # a mu_n so far from the data that the ELBO overflows is refused too
+    q[index] = data.draw(bad_scalars(positive=True) if index > 0
+                         else st.one_of(bad_scalars(), huge_magnitudes()))
     assert_rejects(lambda: cavi.normal_gamma_elbo(_data(), *q, **PRIOR), names[index])
 
 
@@ -586,7 +640,7 @@ def _gmm_call(**change):
 
 
 @PROPERTY
-@given(bad=st.one_of(bad_arrays((6, 2)), st.just(np.ones((1, 2)))))
+@given(bad=st.one_of(bad_arrays((6, 2)), st.just(np.ones((1, 2))), overflowing_data((6, 2))))
 def test_gmm_rejects_bad_data(bad):
     assert_rejects(_gmm_call(X=bad), "X")
 
@@ -609,7 +663,8 @@ def test_gmm_rejects_a_bad_prior_std(bad):
 
 
 @PROPERTY
-@given(bad=st.one_of(bad_arrays((2,)), wrong_length_vectors(2)).filter(lambda v: v is not None))
+@given(bad=st.one_of(bad_arrays((2,)), wrong_length_vectors(2),
+                    huge_magnitudes().map(lambda v: np.array([v, v]))).filter(lambda v: v is not None))
 def test_gmm_rejects_a_bad_prior_mean(bad):
     assert_rejects(_gmm_call(m0=bad), "m0")
 

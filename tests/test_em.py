@@ -478,7 +478,9 @@ def every_function(X=GOOD_X, resp=GOOD_RESP, params=GOOD_PARAMS):
 
 
 @settings(max_examples=40, deadline=None)
-@given(bad=bad_arrays(shape=(30, 2)))
+@given(bad=st.one_of(bad_arrays(shape=(30, 2)),
+                     # finite, but its squared distances overflow float64
+                     st.sampled_from([GOOD_X * 1e200, GOOD_X * 1e160])))
 def test_every_function_rejects_bad_data(bad):
     calls = every_function(X=bad)
     calls += [lambda: em.m_step(bad, GOOD_RESP), lambda: em.fit_gmm(bad, GOOD_RESP)]
@@ -530,7 +532,9 @@ def test_every_function_rejects_bad_weights(bad):
 
 @settings(max_examples=40, deadline=None)
 @given(bad=st.one_of(bad_arrays(shape=(3, 2)),
-                     st.sampled_from([np.zeros((2, 2)), np.zeros((3, 3)), np.zeros((3, 2, 1))])))
+                     st.sampled_from([np.zeros((2, 2)), np.zeros((3, 3)), np.zeros((3, 2, 1)),
+                                      # so far from X that every log density overflows
+                                      GOOD_PARAMS[1] * 1e200, GOOD_PARAMS[1] + 1e160])))
 def test_every_function_rejects_bad_means(bad):
     weights, _, covariances = GOOD_PARAMS
     for call in every_function(params=(weights, bad, covariances)):

@@ -407,6 +407,21 @@ def test_a_fit_stopped_at_max_iter_warns_and_says_so():
     assert not fit.converged
 
 
+def test_a_line_search_that_stalls_is_not_reported_as_convergence():
+    # From a scale of 1e-200 the first steps in log-scale overflow q (an infinite
+    # objective), L-BFGS-B's line search rejects them and the iterate stops moving far
+    # from the optimum; an unchanged ELBO there must not count as convergence.
+    def log_joint(z):   # N(0, I) up to its normaliser; -inf where q overflows to inf
+        return -0.5 * (z**2).sum(1)
+
+    target = gaussian(np.zeros(2), np.eye(2))
+    with pytest.warns(ConvergenceWarning, match="i_projection did not converge"):
+        fit = kl.i_projection(log_joint, np.zeros(2), 1e-200 * np.eye(2),
+                              covariance_type="diag")
+    assert not fit.converged
+    assert kl_divergence(fit.distribution(), target).item() > 1.0   # far from the optimum
+
+
 def test_a_converged_fit_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -638,7 +653,9 @@ def test_mixture_weights_reject_bad_values(bad):
 
 
 @settings(max_examples=30, deadline=None)
-@given(bad=st.one_of(bad_arrays((2, 2)), st.just(np.zeros((2, 3)))))
+@given(bad=st.one_of(bad_arrays((2, 2)), st.just(np.zeros((2, 3))),
+                    # so far apart that the mixture's covariance overflows float64
+                    st.floats(1e155, 1e300).map(lambda s: np.array([[s, s], [-s, -s]]))))
 def test_mixture_means_reject_bad_values(bad):
     assert_rejects(lambda: kl.m_projection([0.5, 0.5], bad, np.stack([np.eye(2)] * 2)),
                    "means", exceptions=ValueError)

@@ -1,5 +1,7 @@
 """Chapter 1: the conjugate Gaussian model, checked against independent routes."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -110,11 +112,21 @@ def test_gap_vanishes_at_the_posterior(params, x):
     assert model.elbo(x, *post) == pytest.approx(model.log_evidence(x), rel=1e-12, abs=1e-10)
 
 
-def test_elbo_broadcasts_over_a_grid_of_q():
+def test_elbo_over_a_grid_of_q_is_the_evidence_minus_torchs_kl():
+    # A whole (3, 4) grid of q in one call, against an independent route at every
+    # point: the scipy marginal's log evidence minus torch.distributions' KL.
     means, stds = np.meshgrid(np.linspace(-1, 3, 4), np.linspace(0.1, 2, 3))
+    n = X.size
+    cov = MODEL.sigma**2 * np.eye(n) + MODEL.s0**2 * np.ones((n, n))
+    log_ev = stats.multivariate_normal(np.full(n, MODEL.m0), cov).logpdf(X)
+    post_mean, post_std = MODEL.posterior(X)
+    kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(torch.tensor(means), torch.tensor(stds)),
+        torch.distributions.Normal(torch.tensor(post_mean, dtype=torch.float64),
+                                   torch.tensor(post_std, dtype=torch.float64))).numpy()
     grid = MODEL.elbo(X, means, stds)
     assert grid.shape == (3, 4)
-    assert grid[1, 2] == pytest.approx(MODEL.elbo(X, means[1, 2], stds[1, 2]), rel=1e-14)
+    np.testing.assert_allclose(grid, log_ev - kl, rtol=1e-12)
 
 
 def test_data_offset_by_1e8_give_the_translated_posterior_and_the_same_evidence():
@@ -148,6 +160,71 @@ def test_log_joint_callable_matches_the_numpy_log_joint_and_has_gradients():
     np.testing.assert_allclose(z.grad.numpy(), expected, rtol=1e-12)
 
 
+@settings(max_examples=40, deadline=None)
+@given(c=st.floats(-250, 250).map(lambda e: 10.0**e), model=model_params, x=data, q=q_params)
+def test_lengths_anywhere_in_float64s_range_give_the_rescaled_answer(c, model, x, q):
+    # Measuring every length in other units (x, z, m0, s0, sigma, m, s all times c)
+    # scales the posterior by c, leaves the KL alone and lowers the log evidence and
+    # the ELBO by n log c (densities of n numbers, each in units 1 / c).  At c = 1e-250
+    # or 1e250 a formula that squares a length or forms 1 / s0^2 overflows.
+    m0, s0, sigma = model
+    x, (loc, scale) = np.array(x), q
+    near = ConjugateGaussian(m0, s0, sigma)
+    far = ConjugateGaussian(c * m0, c * s0, c * sigma)
+    shift = x.size * np.log(c)
+    far_loc, far_scale = far.posterior(c * x)
+    near_loc, near_scale = near.posterior(x)
+    lengths = abs(m0) + np.abs(x).max() + s0 + sigma      # the problem's own scale
+    assert far_loc / c == pytest.approx(near_loc, rel=1e-12, abs=1e-12 * lengths)
+    assert far_scale / c == pytest.approx(near_scale, rel=1e-12)
+    log_ev = near.log_evidence(x)
+    tol = 1e-12 * (abs(log_ev) + abs(shift) + 1)
+    assert far.log_evidence(c * x) + shift == pytest.approx(log_ev, abs=tol)
+    elbo = near.elbo(x, loc, scale)
+    assert far.elbo(c * x, c * loc, c * scale) + shift == pytest.approx(
+        elbo, abs=1e-12 * (abs(elbo) + abs(shift) + 1))
+    kl = near.kl_to_posterior(x, loc, scale)
+    assert far.kl_to_posterior(c * x, c * loc, c * scale) == pytest.approx(kl, rel=1e-11, abs=1e-11)
+
+
+@pytest.mark.parametrize("s0", [1e-300, 1e-160])
+def test_a_prior_narrower_than_float64s_squares_gives_the_likelihood_at_m0(s0):
+    # As s0 -> 0 the prior pins z to m0: the posterior is the prior and the evidence is
+    # sum_i log N(x_i | m0, sigma^2) (scipy), up to terms of order n s0^2 / sigma^2.
+    model = ConjugateGaussian(0.5, s0, 1.3)
+    loc, scale = model.posterior(X)
+    assert loc == 0.5 and scale == pytest.approx(s0, rel=1e-12)
+    expected = stats.norm.logpdf(X, 0.5, 1.3).sum()
+    assert model.log_evidence(X) == pytest.approx(expected, rel=1e-13)
+    assert model.elbo(X, loc, scale) == pytest.approx(expected, rel=1e-13)
+
+
+@pytest.mark.parametrize("s0", [1e160, 1e300])
+def test_a_prior_wider_than_float64s_squares_gives_the_flat_prior_limit(s0):
+    # As s0 -> oo, p(z) -> 1 / (sqrt(2 pi) s0) near the data, so log p(x) + log s0 tends
+    # to -log sqrt(2 pi) + log of the integral of the likelihood over z (quadrature).
+    model = ConjugateGaussian(0.5, s0, 1.3)
+    loc, scale = model.posterior(X)
+    assert loc == pytest.approx(X.mean(), rel=1e-14)
+    assert scale == pytest.approx(1.3 / np.sqrt(X.size), rel=1e-14)
+    peak = stats.norm.logpdf(X, X.mean(), 1.3).sum()
+    integral = integrate.quad(lambda z: np.exp(stats.norm.logpdf(X, z, 1.3).sum() - peak),
+                              X.mean() - 20, X.mean() + 20, epsabs=0, epsrel=1e-13)[0]
+    expected = -0.5 * np.log(2 * np.pi) + peak + np.log(integral)
+    assert model.log_evidence(X) + np.log(s0) == pytest.approx(expected, rel=1e-12)
+
+
+def test_terms_beyond_float64s_range_are_infinite_not_errors():
+    # The ELBO of a q at 1e200, or of width 1e200, is below -1e308: -inf is its nearest
+    # float, and the KL is +inf, with no OverflowError and no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert MODEL.elbo(X, 1e200, 1.0) == -np.inf
+        assert MODEL.elbo(X, 0.0, 1e200) == -np.inf
+        assert MODEL.kl_to_posterior(X, 1e200, 1.0) == np.inf
+        assert MODEL.log_evidence(np.array([1e200, -1e200])) == -np.inf
+
+
 # ---------------------------------------------------------------------- bad input, as properties
 
 @settings(max_examples=40, deadline=None)
@@ -178,6 +255,18 @@ def test_elbo_and_kl_reject_bad_q(name, bad):
     kwargs = {"loc": 0.0, "scale": 1.0, name: bad}
     assert_rejects(lambda: MODEL.elbo(X, **kwargs), name)
     assert_rejects(lambda: MODEL.kl_to_posterior(X, **kwargs), name)
+
+
+@settings(max_examples=20, deadline=None)
+@given(bad=st.one_of(st.just(torch.zeros(3, 2, dtype=torch.float64)),
+                     st.just(torch.zeros(2, 3, 1, dtype=torch.float64)),
+                     st.just(np.zeros(3)), not_numbers()))
+def test_the_log_joint_callable_rejects_points_of_the_wrong_kind(bad):
+    assert_rejects(lambda: MODEL.log_joint_callable(X)(bad), "z")
+
+
+def test_data_beyond_float64s_range_after_centring_are_rejected():
+    assert_rejects(lambda: ConjugateGaussian(-1e308, 1.0, 1.0).log_evidence([1e308]), "x")
 
 
 def test_q_grids_that_do_not_broadcast_or_are_too_large_are_rejected():

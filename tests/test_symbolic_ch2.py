@@ -79,23 +79,21 @@ def test_the_covariance_solves_the_stationarity_condition_and_is_a_maximum():
                         sp.zeros(DIM, DIM)) / N_K
     assert sp.simplify(second_moment - x_bar * x_bar.T - scatter) == sp.zeros(DIM, DIM)
     # Step 2: so the terms of Lambda are N/2 log|Lambda| - N/2 tr(Lambda S) for a symmetric
-    # positive definite S = [[a, b], [b, c]]; stationary at Lambda = S^{-1}.
-    a, c, count = sp.symbols("a c N", positive=True)
+    # positive definite S = [[a, b], [b, c]], that is a > 0 and D = ac - b^2 > 0 (written
+    # c = (b^2 + D) / a so that sympy knows it); stationary at Lambda = S^{-1}.
+    a, count, D = sp.symbols("a N D", positive=True)
     b = sp.Symbol("b", real=True)
-    S = sp.Matrix([[a, b], [b, c]])
+    S = sp.Matrix([[a, b], [b, (b**2 + D) / a]])
     objective = count * sp.log(LAMBDA.det()) / 2 - count * (LAMBDA * S).trace() / 2
     gradient = sp.Matrix([sp.diff(objective, v) for v in (p, q, t)])
     inverse = S.inv()
     at_inverse = {p: inverse[0, 0], q: inverse[0, 1], t: inverse[1, 1]}
     assert sp.simplify(gradient.subs(at_inverse)) == sp.zeros(3, 1)
-    # Step 3: a maximum: the Hessian in (p, q, t) is negative definite there (random S).
+    # Step 3: a maximum: the Hessian in (p, q, t) is negative definite there, for every
+    # positive definite S (Sylvester: leading principal minors negative, positive, negative).
     hessian = sp.hessian(objective, (p, q, t)).subs(at_inverse)
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        A = rng.normal(size=(2, 2))
-        S_num = A @ A.T + 0.1 * np.eye(2)
-        values = {a: S_num[0, 0], b: S_num[0, 1], c: S_num[1, 1], count: rng.uniform(0.5, 5)}
-        assert np.all(np.linalg.eigvalsh(numeric(hessian, values)) < 0)
+    minors = [sp.simplify(hessian[:k, :k].det()) for k in (1, 2, 3)]
+    assert minors[0].is_negative and minors[1].is_positive and minors[2].is_negative
 
 
 @pytest.mark.verifies("eq-em-mstep")
@@ -110,6 +108,14 @@ def test_the_weights_maximise_the_expected_log_prior_on_the_simplex():
     assert len(solution) == 1
     for c, w in zip(counts, weights, strict=True):
         assert sp.simplify(solution[0][w] - c / sum(counts)) == 0
+    # The stationary point is the maximum: the gap to any pi on the simplex is
+    # n KL(N / n || pi) >= 0 (the chapter's exercise), so no random pi does better.
+    rng = np.random.default_rng(3)
+    n_k = rng.uniform(0.5, 20.0, size=3)
+    best = float(sum(c * sp.log(solution[0][w]) for c, w in zip(counts, weights, strict=True))
+                 .subs(dict(zip(counts, n_k, strict=True))))
+    others = rng.dirichlet(np.ones(3), size=1000)
+    assert np.all(np.log(others) @ n_k < best)
 
 
 @pytest.mark.verifies("eq-em-mstep")

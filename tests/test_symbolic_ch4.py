@@ -166,7 +166,6 @@ def test_worked_example_optimum_is_x_minus_one_on_the_whole_line():
         assert fit.loc[0] == pytest.approx(float(mu_star.subs(x, x_)), abs=1e-6)
 
 
-@pytest.mark.verifies("eq-kl-worked")
 def test_with_the_prior_on_z_at_least_zero_every_gaussian_has_infinite_kl():
     # The proper prior e^-z on z >= 0 makes log p_hat = -inf on z < 0. Every Gaussian q
     # puts positive mass there (its density is positive everywhere), so the integrand
@@ -185,3 +184,104 @@ def test_with_the_prior_on_z_at_least_zero_every_gaussian_has_infinite_kl():
 
     for mu_, var in ((1.0, 1.0), (5.0, 0.25)):
         assert kl.gaussian_elbo(proper_log_joint, [mu_], [[var]]) == -math.inf
+
+
+@pytest.mark.verifies("eq-kl-moment-matching")
+def test_moment_matching_minimises_the_forward_kl_and_gives_the_mixtures_moments():
+    # Over q = N(mu, v), -E_p log q(z) = (log 2 pi v + (s + (m - mu)^2) / v) / 2 for any p
+    # of mean m and variance s: its only stationary point is mu = m, v = s, a minimum.
+    mu, m = sp.symbols("mu m", real=True)
+    v, s = sp.symbols("v s", positive=True)
+    cross_entropy = (sp.log(2 * sp.pi * v) + (s + (m - mu) ** 2) / v) / 2
+    gradient = [sp.diff(cross_entropy, t) for t in (mu, v)]
+    assert sp.solve(gradient, [mu, v], dict=True) == [{mu: m, v: s}]
+    hessian = sp.hessian(cross_entropy, (mu, v)).subs({mu: m, v: s})
+    assert all(sp.simplify(e) > 0 for e in hessian.eigenvals())
+
+    # The mixture's mean and variance by integration, against eq-kl-moment-matching (1-D).
+    z = sp.Symbol("z", real=True)
+    w = sp.Symbol("w", positive=True)
+    a, b = sp.symbols("a b", real=True)
+    sa, sb = sp.symbols("s_a s_b", positive=True)
+
+    def density(loc, var):
+        return sp.exp(-(z - loc) ** 2 / (2 * var)) / sp.sqrt(2 * sp.pi * var)
+
+    mixture = w * density(a, sa) + (1 - w) * density(b, sb)
+    mean = sp.simplify(sp.integrate(z * mixture, (z, -sp.oo, sp.oo)))
+    second = sp.simplify(sp.integrate(z**2 * mixture, (z, -sp.oo, sp.oo)))
+    loc = w * a + (1 - w) * b
+    assert sp.simplify(mean - loc) == 0
+    formula = w * (sa + (a - loc) ** 2) + (1 - w) * (sb + (b - loc) ** 2)
+    assert sp.simplify(second - mean**2 - formula) == 0
+
+    # The package's m_projection against sympy's moments at random values.
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        w_, a_, b_ = rng.uniform(0.1, 0.9), *rng.normal(size=2)
+        sa_, sb_ = rng.uniform(0.2, 2.0, size=2)
+        values = {w: w_, a: a_, b: b_, sa: sa_, sb: sb_}
+        got_loc, got_cov = kl.m_projection([w_, 1 - w_], [[a_], [b_]], [[[sa_]], [[sb_]]])
+        assert got_loc[0] == pytest.approx(float(mean.subs(values)), rel=1e-12, abs=1e-12)
+        assert got_cov[0, 0] == pytest.approx(float((second - mean**2).subs(values)),
+                                              rel=1e-12)
+
+
+@pytest.mark.verifies("eq-kl-js")
+def test_kl_to_the_sum_p_plus_q_is_js_minus_log_two_and_the_package_agrees():
+    # Two distributions on two points: p = (a, 1 - a), q = (b, 1 - b).
+    # The midpoint is kept as symbols m1, m2 for the algebra and substituted afterwards.
+    a, b, m1, m2 = sp.symbols("a b m1 m2", positive=True)
+    p, q, m = (a, 1 - a), (b, 1 - b), (m1, m2)
+
+    def kl_to(first, second):
+        return sum(f * sp.log(f / g) for f, g in zip(first, second, strict=True))
+
+    js_m = (kl_to(p, m) + kl_to(q, m)) / 2                                # eq-kl-js
+    with_sum = (kl_to(p, [2 * mi for mi in m]) + kl_to(q, [2 * mi for mi in m])) / 2
+    assert sp.simplify(sp.expand_log(with_sum - (js_m - sp.log(2)), force=True)) == 0
+    js = js_m.subs({m1: (a + b) / 2, m2: (2 - a - b) / 2})
+    assert sp.simplify(js.subs({a: b})) == 0
+    # Disjoint supports in the limit: JS -> log 2.
+    assert sp.limit(sp.limit(js, a, 1, "-"), b, 0, "+") == sp.log(2)
+
+    # js_divergence on a two-point grid is this discrete JS.
+    value = sp.lambdify((a, b), js, "math")
+    points = np.array([[0.0], [1.0]])
+    for a_, b_ in ((0.3, 0.6), (0.9, 0.05), (0.5, 0.5)):
+        def log_p(z, a_=a_):   # z is float64; the values stay float64
+            return torch.where(z[:, 0] == 0, math.log(a_), math.log(1 - a_) + 0 * z[:, 0])
+
+        def log_q(z, b_=b_):
+            return torch.where(z[:, 0] == 0, math.log(b_), math.log(1 - b_) + 0 * z[:, 0])
+
+        got = kl.js_divergence(log_p, log_q, points=points)
+        assert got == pytest.approx(value(a_, b_), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.verifies("eq-kl-jacobian")
+def test_the_target_in_w_is_the_target_in_z_plus_the_log_jacobian():
+    # For z = exp(w), a log-normal density in z becomes a normal density in w once the
+    # log-Jacobian w is added: log q_z(e^w) + w = log N(w | m, s^2).
+    w, m = sp.symbols("w m", real=True)
+    s, z = sp.symbols("s z", positive=True)
+    log_normal_in_z = (-sp.log(z) - sp.log(s) - sp.log(2 * sp.pi) / 2
+                       - (sp.log(z) - m) ** 2 / (2 * s**2))
+    assert sp.simplify(log_normal_in_z.subs(z, sp.exp(w)) + w
+                       - (-sp.log(s) - sp.log(2 * sp.pi) / 2 - (w - m) ** 2 / (2 * s**2))) == 0
+    # ... and the formula in z is scipy's log-normal.
+    density = sp.lambdify((z, m, s), log_normal_in_z, "math")
+    for z_, m_, s_ in ((0.5, 0.3, 0.5), (2.0, -0.2, 0.8), (7.0, 1.0, 1.5)):
+        expected = stats.lognorm(s=s_, scale=math.exp(m_)).logpdf(z_)
+        assert density(z_, m_, s_) == pytest.approx(expected, rel=1e-12)
+
+    # So KL is the same in both variables: two log-normals by quadrature in z against the
+    # closed form for the two normals in w.
+    from scipy import integrate
+
+    (m1, s1), (m2, s2) = (0.3, 0.5), (-0.2, 0.8)
+    q_z, p_z = stats.lognorm(s=s1, scale=math.exp(m1)), stats.lognorm(s=s2, scale=math.exp(m2))
+    in_z, _ = integrate.quad(lambda t: q_z.pdf(t) * (q_z.logpdf(t) - p_z.logpdf(t)), 0, np.inf,
+                             limit=200)
+    in_w = kl.kl_gaussian([m1], [[s1**2]], [m2], [[s2**2]])
+    assert in_z == pytest.approx(in_w, rel=1e-9)

@@ -4,6 +4,10 @@
 what ``pytest --nbval`` compares a new run against, so regenerate them after
 any change to a chapter or to the package it imports.
 
+Before running, the notebook's first cell is made the current install cell
+(``tools/install_cell.py``: it installs the course on Colab and does nothing
+where the course is installed), so re-executing never drops or duplicates it.
+
 Usage: python tools/execute_notebooks.py chapters/01_elbo.ipynb [...]
 """
 
@@ -12,6 +16,7 @@ import time
 from pathlib import Path
 
 import nbformat
+from install_cell import refresh as refresh_install_cell
 from nbclient import NotebookClient
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -28,6 +33,7 @@ def normalise_metadata(nb) -> None:
 def execute(path: Path, timeout: int = 600) -> float:
     """Run every cell of the notebook at ``path`` and write it back; return seconds taken."""
     nb = nbformat.read(path, as_version=4)
+    refresh_install_cell(nb)
     normalise_metadata(nb)
     start = time.perf_counter()
     # Run from the notebook's own folder, as Jupyter and nbval do.

@@ -13,24 +13,42 @@ module                    chapter  what it holds
 ``vicourse.cavi``         3        mean-field CAVI: 2-D Gaussian, Normal–Gamma, Bayesian mixtures
 ``vicourse.kl``           4        KL in both directions, M-/I-/JS-projections, Gaussian expectations
 ``vicourse.estimators``   5        score-function and reparameterised gradient estimators
-``vicourse.vi``           5        black-box VI: Gaussian fits to unnormalised log-densities
+``vicourse.vi``           5, 9     black-box VI: Gaussian and flow fits to unnormalised log-densities
 ``vicourse.datasets``     6        the 8x8 digits shipped with scikit-learn, as tensors
 ``vicourse.vae``          6        the variational autoencoder, its bounds and its training loop
 ``vicourse.svi``          8        stochastic VI: the mixture by minibatches, online LDA, minibatch BBVI
+``vicourse.flows``        9        normalizing flows (planar, affine coupling) as variational families
 ``vicourse.plotting``     all      figure helpers shared by the chapters, the book's figure style
 ``vicourse.claims``       all      :func:`~vicourse.claims.check`: assert a claim of the text, print it
 ========================  =======  ====================================================
 
 Shared by every module: :class:`GaussianFit`, the one result type of a fitted
-Gaussian, and :class:`ConvergenceWarning`, issued by every iterative routine
-that stops without converging.  CONTRIBUTING.md lists the vocabulary the
-modules share.
+Gaussian (:class:`FlowFit` for a fitted flow), and :class:`ConvergenceWarning`,
+issued by every iterative routine that stops without converging.
+CONTRIBUTING.md lists the vocabulary the modules share.
 """
 
-from vicourse import cavi, claims, datasets, elbo, em, estimators, kl, models, plotting, svi, vae, vi
+from vicourse import (
+    cavi,
+    claims,
+    datasets,
+    diagnostics,
+    elbo,
+    em,
+    estimators,
+    flows,
+    kl,
+    models,
+    plotting,
+    svi,
+    vae,
+    vi,
+)
 from vicourse._gaussian import GaussianFit
 from vicourse.exceptions import ConvergenceWarning
+from vicourse.flows import FlowFit
 
-__all__ = ["ConvergenceWarning", "GaussianFit", "cavi", "claims", "datasets", "elbo", "em",
-           "estimators", "kl", "models", "plotting", "svi", "vae", "vi"]
+__all__ = ["ConvergenceWarning", "FlowFit", "GaussianFit", "cavi", "claims", "datasets",
+           "diagnostics", "elbo", "em", "estimators", "flows", "kl", "models", "plotting", "svi",
+           "vae", "vi"]
 __version__ = "0.1.0"

@@ -191,7 +191,8 @@ def check_probability_vector(value, name: str, *, atol: float | None = None) -> 
     if any(not np.allclose(block.sum(axis=-1), 1.0, rtol=0, atol=atol) for block in _row_blocks(array)):
         sums = array.sum(axis=-1)
         worst = float(sums.flat[np.argmax(np.abs(sums - 1.0))])
-        raise ValueError(f"{name} must sum to 1 along its last axis; got a sum of {worst:.6g}")
+        raise ValueError(f"{name} must sum to 1 along its last axis; got a sum of {worst!r} "
+                         f"(off by {worst - 1.0:.3g})")
     return array
 
 
@@ -327,9 +328,10 @@ def call_log_density(fn, z: torch.Tensor, name: str, *, allow_neg_inf: bool = Fa
         if bool(bad.any()):
             rows = torch.nonzero(bad).flatten()[:3].tolist()
             allowed = "finite or -inf" if allow_neg_inf else "finite"
+            first = float(detached[rows[0]])
             raise ValueError(f"{name} must return {allowed} values; got {int(bad.sum())} that "
-                             f"are not (first at rows {rows}), e.g. NaN from a log of a negative "
-                             "number")
+                             f"are not (first at rows {rows}: {first}), e.g. NaN from the log of "
+                             "a negative number or +inf from an overflow")
     if differentiable and not values.requires_grad and z.requires_grad:
         raise ValueError(f"{name} must be differentiable with torch operations: its output "
                          "does not depend on its input through autograd")

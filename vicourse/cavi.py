@@ -78,7 +78,8 @@ _MAX_RESP_ENTRIES = 2**26
 # Shared piece: the one loop shape of every fit
 # ----------------------------------------------------------------------------
 
-def _iterate(sweep, max_iter: int, tol: float, what: str, *, n_samples: int = 1):
+def _iterate(sweep, max_iter: int, tol: float, what: str, *, n_samples: int = 1,
+             advice: str = "rescale the data or the prior"):
     """Call ``sweep()`` (which updates every factor once and returns the ELBO)
     until the ELBO changes by less than ``tol * n_samples`` or ``max_iter``
     sweeps are done.
@@ -86,6 +87,8 @@ def _iterate(sweep, max_iter: int, tol: float, what: str, *, n_samples: int = 1)
     ``tol`` is per data point (CONTRIBUTING.md, *the tolerance*); a target with
     no data passes ``n_samples=1``.  With ``tol=0`` every one of the
     ``max_iter`` sweeps runs and no warning is given for stopping there.
+    ``advice`` ends the error raised for an ELBO that is not finite: what the
+    caller should change.
 
     Returns ``(elbos, n_iter, converged)``.
 
@@ -107,7 +110,7 @@ def _iterate(sweep, max_iter: int, tol: float, what: str, *, n_samples: int = 1)
         if not math.isfinite(value):
             raise ValueError(f"{what}: the ELBO became {value} at sweep {sweep_number}; the "
                              "input is beyond what float64 arithmetic can represent here "
-                             "(rescale the data or the prior)")
+                             f"({advice})")
         elbos.append(value)
         if len(elbos) > 1 and abs(elbos[-1] - elbos[-2]) < tol * n_samples:
             converged = True
@@ -208,13 +211,15 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
     ValueError
         If ``loc`` or ``init_loc`` is not a finite 2-vector,
         ``covariance_matrix`` is not symmetric positive definite, or
-        ``max_iter``/``tol`` are invalid.
+        ``max_iter``/``tol`` are invalid; or if the ELBO overflows float64
+        (``init_loc`` too far from ``loc`` for the covariance).
 
     Warns
     -----
     ConvergenceWarning
         If ``tol > 0`` and the ELBO still changed by ``tol`` or more in the
-        last of ``max_iter`` sweeps.
+        last of ``max_iter`` sweeps, or if the ELBO decreased by more than
+        rounding explains.
 
     Notes
     -----
@@ -223,7 +228,12 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
     whatever the size of :math:`\mu` (a target centred at :math:`10^8`
     gives the same fit, shifted).  Each sweep multiplies :math:`e_1` by
     :math:`\rho^2 = \Lambda_{12}^2 / (\Lambda_{11}\Lambda_{22})`, the
-    squared correlation of the target ({eq}`eq-mf-gauss-rate`).
+    squared correlation of the target ({eq}`eq-mf-gauss-rate`).  No inverse
+    of :math:`\Sigma` is formed: with :math:`v_i = 1/\Lambda_{ii}` the ELBO
+    is :math:`\tfrac12 \log(1 - \rho^2) - \tfrac12 e^\top \Lambda e`, and
+    :math:`e^\top \Lambda e = e_1^2/\Sigma_{11} + (e_2 - \Sigma_{12} e_1 /
+    \Sigma_{11})^2 / v_2`, so that a nearly singular target (:math:`|\rho|`
+    within :math:`10^{-12}` of one) still gives an ELBO that never decreases.
 
     References
     ----------
@@ -235,13 +245,12 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
     max_iter = check_int(max_iter, "max_iter")
     tol = check_scalar(tol, "tol", nonnegative=True)
 
-    # Lambda_11^-1 Lambda_12 = -Sigma_12 / Sigma_22, and 1 / Lambda_11 is the
-    # conditional variance Sigma_11 - Sigma_12^2 / Sigma_22 (a Schur complement).
+    # -Lambda_11^-1 Lambda_12 = Sigma_12 / Sigma_22, and 1 / Lambda_11 is the conditional
+    # variance Sigma_11 - Sigma_12^2 / Sigma_22 = Sigma_11 (1 - rho^2) (a Schur complement);
+    # rho^2 is the product of the two couplings, which cannot overflow.
     coupling = np.array([cov[0, 1] / cov[1, 1], cov[0, 1] / cov[0, 0]])
-    variances = np.array([cov[0, 0] - cov[0, 1] * coupling[0],
-                          cov[1, 1] - cov[0, 1] * coupling[1]])
-    prec = np.linalg.inv(cov)
-    _, logdet_cov = np.linalg.slogdet(cov)
+    rho2 = coupling[0] * coupling[1]
+    variances = np.diag(cov) * (1.0 - rho2)
     error = start - loc
     path = [start.copy()]
 
@@ -249,13 +258,19 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
         error[0] = coupling[0] * error[1]        # e_1 <- -Lambda_11^-1 Lambda_12 e_2
         error[1] = coupling[1] * error[0]
         path.append(loc + error)
-        # E_q log p(z) = -log|2 pi Sigma| / 2 - (tr(Lambda diag v) + e' Lambda e) / 2
-        expected_log_p = -0.5 * (2 * _LOG_2PI + logdet_cov + prec.diagonal() @ variances
-                                 + error @ prec @ error)
-        entropy = 0.5 * np.sum(_LOG_2PI + 1.0 + np.log(variances))
-        return expected_log_p + entropy
+        # E_q log p(z) + H[q] with v_i = 1 / Lambda_ii, so that tr(Lambda diag v) = 2:
+        #   -log|2 pi Sigma| / 2 - (2 + e' Lambda e) / 2 + sum_i log(2 pi e v_i) / 2
+        #   = log(v_1 / Sigma_11) / 2 - e' Lambda e / 2,
+        # using |Sigma| = Sigma_11 v_2.  The quadratic form is written without Lambda,
+        # e' Lambda e = e_1^2 / Sigma_11 + (e_2 - Sigma_12 e_1 / Sigma_11)^2 / v_2,
+        # so that no entry of an inverse of a nearly singular Sigma enters.
+        residual = error[1] - coupling[1] * error[0]
+        quadratic = error[0] ** 2 / cov[0, 0] + residual**2 / variances[1]
+        return 0.5 * np.log1p(-rho2) - 0.5 * quadratic
 
-    elbos, n_iter, converged = _iterate(sweep, max_iter, tol, "gaussian_2d")
+    elbos, n_iter, converged = _iterate(
+        sweep, max_iter, tol, "gaussian_2d",
+        advice="init_loc is too far from loc for this covariance_matrix: start nearer")
     return GaussianFit(loc=loc + error, scale_tril=np.diag(np.sqrt(variances)),
                        covariance_type="diag", elbos=elbos, n_iter=n_iter, converged=converged,
                        info={"loc_path": np.asarray(path)})
@@ -311,17 +326,31 @@ def _normal_gamma_prior(mu0, lambda0, a0, b0):
 def _statistics_1d(x) -> tuple[np.ndarray, int, float, float]:
     """``x`` validated, with its size, mean and sum of squares about the mean."""
     x = as_float_array(x, "x", ndim=1)
-    xbar = float(x.mean())
-    return x, x.size, xbar, float(np.sum((x - xbar) ** 2))
+    with np.errstate(over="ignore", invalid="ignore"):
+        xbar = x.mean()
+        ss = np.sum((x - xbar) ** 2)
+    if not (np.isfinite(xbar) and np.isfinite(ss)):
+        raise ValueError("x is beyond float64's range here: its mean, or the sum of squares of "
+                         "its deviations from the mean, overflows (largest |x_i| = "
+                         f"{np.abs(x).max():.3g}); rescale x")
+    return x, x.size, float(xbar), float(ss)
 
 
 def _exact_posterior(n, xbar, ss, mu0, lambda0, a0, b0):
-    """(eq-mf-ng-exact), through xbar - mu0 only, so that a common offset of both cancels."""
+    """(eq-mf-ng-exact), through xbar - mu0 only, so that a common offset of both cancels.
+
+    Raises a ValueError naming ``mu0`` if ``b_p`` overflows (``mu0`` too far from the data).
+    """
     lambda_p = lambda0 + n
-    offset = xbar - mu0
-    mu_p = mu0 + (n / lambda_p) * offset
-    b_p = b0 + 0.5 * ss + 0.5 * n * (lambda0 / lambda_p) * offset**2
-    return mu_p, lambda_p, a0 + 0.5 * n, b_p
+    with np.errstate(over="ignore", invalid="ignore"):
+        offset = np.float64(xbar) - mu0
+        mu_p = mu0 + (n / lambda_p) * offset
+        b_p = b0 + 0.5 * ss + 0.5 * n * (lambda0 / lambda_p) * offset**2
+    if not np.isfinite(b_p):
+        raise ValueError(f"mu0 = {mu0:.3g} is too far from the mean of x ({xbar:.3g}) for "
+                         "float64 with these lambda0 and b0: the posterior rate b_p overflows; "
+                         "rescale x and the prior")
+    return float(mu_p), lambda_p, a0 + 0.5 * n, float(b_p)
 
 
 def normal_gamma_posterior(x, *, mu0, lambda0, a0, b0) -> tuple[float, float, float, float]:
@@ -361,7 +390,8 @@ def normal_gamma_posterior(x, *, mu0, lambda0, a0, b0) -> tuple[float, float, fl
     Raises
     ------
     ValueError
-        If ``x`` is not a finite 1-D array or a prior parameter is invalid.
+        If ``x`` is not a finite 1-D array or a prior parameter is invalid, or
+        if ``x``'s spread or its mean's distance from ``mu0`` overflows float64.
 
     References
     ----------
@@ -459,7 +489,9 @@ def normal_gamma_elbo(x, mu_n, lambda_n, a_n, b_n, *, mu0, lambda0, a0, b0) -> f
     Raises
     ------
     ValueError
-        If ``x`` is not a finite 1-D array or a parameter is invalid.
+        If ``x`` is not a finite 1-D array or a parameter is invalid, or if
+        ``x``'s spread overflows float64 or the ELBO does (``mu_n`` or ``mu0``
+        too far from the data for these precisions).
     """
     _, n, xbar, ss = _statistics_1d(x)
     mu0, lambda0, a0, b0 = _normal_gamma_prior(mu0, lambda0, a0, b0)
@@ -467,8 +499,14 @@ def normal_gamma_elbo(x, mu_n, lambda_n, a_n, b_n, *, mu0, lambda0, a0, b0) -> f
     lambda_n = check_scalar(lambda_n, "lambda_n", positive=True)
     a_n = check_scalar(a_n, "a_n", positive=True)
     b_n = check_scalar(b_n, "b_n", positive=True)
-    return float(_normal_gamma_elbo(n, ss, xbar - mu_n, mu_n - mu0, lambda_n, a_n, b_n,
-                                    lambda0, a0, b0))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        value = _normal_gamma_elbo(n, ss, np.float64(xbar) - mu_n, np.float64(mu_n) - mu0,
+                                   lambda_n, a_n, b_n, lambda0, a0, b0)
+    if not np.isfinite(value):
+        raise ValueError(f"the ELBO is beyond float64's range for mu_n={mu_n:.3g}, "
+                         f"lambda_n={lambda_n:.3g}, a_n={a_n:.3g}, b_n={b_n:.3g} (mean of x "
+                         f"{xbar:.3g}, mu0={mu0:.3g}): a squared distance or a precision overflows")
+    return float(value)
 
 
 def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int = 100,
@@ -519,12 +557,14 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
     ValueError
         If ``x`` is not a finite 1-D array, a prior parameter is invalid
         (``lambda0``, ``a0``, ``b0`` must be > 0), or ``init_precision``,
-        ``max_iter`` or ``tol`` are invalid.
+        ``max_iter`` or ``tol`` are invalid; or if ``x``'s spread or its
+        mean's distance from ``mu0`` overflows float64.
 
     Warns
     -----
     ConvergenceWarning
-        If ``tol > 0`` and the rule was not met within ``max_iter`` sweeps.
+        If ``tol > 0`` and the rule was not met within ``max_iter`` sweeps,
+        or if the ELBO decreased by more than rounding explains.
 
     Notes
     -----
@@ -540,6 +580,7 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
     """
     _, n, xbar, ss = _statistics_1d(x)
     mu0, lambda0, a0, b0 = _normal_gamma_prior(mu0, lambda0, a0, b0)
+    _exact_posterior(n, xbar, ss, mu0, lambda0, a0, b0)    # refuses a mu0 beyond float64's reach
     if init_precision is None:
         init_precision = n / ss if ss > 0 and math.isfinite(n / ss) else 1.0
     e_tau = check_scalar(init_precision, "init_precision", positive=True)
@@ -549,12 +590,17 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
     a_n = a0 + 0.5 * (n + 1)                               # (10.29): fixed from the first sweep on
     # (10.26): does not depend on q(tau).  It is written through xbar - mu0, as are the
     # offsets xbar - mu_n and mu_n - mu0 that the rest uses, so a common shift cancels exactly.
-    offset = xbar - mu0
-    mu_n = mu0 + (n / (lambda0 + n)) * offset
-    data_offset = (lambda0 / (lambda0 + n)) * offset       # xbar - mu_n
-    prior_offset = (n / (lambda0 + n)) * offset            # mu_n - mu0
-    # sum_i (x_i - mu_n)^2 + lambda0 (mu_n - mu0)^2, the part of E_mu[...] free of q(mu)'s spread
-    spread = ss + n * data_offset**2 + lambda0 * prior_offset**2
+    with np.errstate(over="ignore", invalid="ignore"):
+        offset = np.float64(xbar) - mu0
+        mu_n = mu0 + (n / (lambda0 + n)) * offset
+        data_offset = (lambda0 / (lambda0 + n)) * offset       # xbar - mu_n
+        prior_offset = (n / (lambda0 + n)) * offset            # mu_n - mu0
+        # sum_i (x_i - mu_n)^2 + lambda0 (mu_n - mu0)^2, the part of E_mu[...] free of
+        # q(mu)'s spread; it is 2 (b_p - b0), so finite where b_p is, up to rounding
+        spread = ss + n * data_offset**2 + lambda0 * prior_offset**2
+    if not np.isfinite(spread):
+        raise ValueError(f"mu0 = {mu0:.3g} is too far from the mean of x ({xbar:.3g}) for "
+                         "float64 with this lambda0; rescale x and the prior")
     state = {"lambda_n": lambda0 * e_tau, "b_n": a_n / e_tau}
     path = [(mu0, state["lambda_n"], a_n, state["b_n"])]
 
@@ -580,12 +626,14 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
 class UnitVarianceGMMFit:
     r"""The fit returned by :func:`gmm`, in scikit-learn's names.
 
-    :math:`q = \prod_k \mathcal N(\mu_k \mid m_k, s_k^2 I) \prod_i \mathrm{Cat}(c_i \mid \varphi_i)`.
+    :math:`q = \prod_k \mathcal N(\mu_k \mid m_k, s_k^2 I) \prod_i \mathrm{Cat}(z_i \mid r_i)`
+    (Blei et al. (2017) write :math:`c_i` for :math:`z_i` and :math:`\varphi_{ik}` for
+    :math:`r_{ik}`).
 
     Attributes
     ----------
     resp : ndarray of shape (n, K)
-        The responsibilities :math:`\varphi_{ik} = q(c_i = k)`; rows sum to one.
+        The responsibilities :math:`r_{ik} = q(z_i = k)`; rows sum to one.
     means : ndarray of shape (K, d)
         :math:`m_k`, the means of :math:`q(\mu_k)` (scikit-learn's ``means_``).
     mean_precision : ndarray of shape (K,)
@@ -622,20 +670,21 @@ def gmm(X, n_components: int, *, prior_std: float, m0=None, max_iter: int = 200,
     r"""CAVI for the Bayesian mixture of unit-variance Gaussians of Blei et al. (2017).
 
     The model is :math:`\mu_k \sim \mathcal N(m_0, \sigma^2 I)`,
-    :math:`c_i \sim \mathrm{Uniform}\{1, \dots, K\}`,
-    :math:`x_i \mid c_i, \mu \sim \mathcal N(\mu_{c_i}, I)` (Blei et al. take
+    :math:`z_i \sim \mathrm{Uniform}\{1, \dots, K\}`,
+    :math:`x_i \mid z_i, \mu \sim \mathcal N(\mu_{z_i}, I)` (Blei et al. take
     :math:`m_0 = 0`), and the family
-    :math:`q = \prod_k \mathcal N(\mu_k \mid m_k, s_k^2 I) \prod_i \mathrm{Cat}(c_i \mid \varphi_i)`.
-    Implements {eq}`eq-mf-gmm-phi` and {eq}`eq-mf-gmm-m` of Chapter 3; each
-    sweep updates every :math:`\varphi_i` (all at once: they do not depend on
+    :math:`q = \prod_k \mathcal N(\mu_k \mid m_k, s_k^2 I) \prod_i \mathrm{Cat}(z_i \mid r_i)`
+    (Blei et al. write :math:`c_i` and :math:`\varphi_{ik}` for :math:`z_i` and :math:`r_{ik}`).
+    Implements {eq}`eq-mf-gmm-resp` and {eq}`eq-mf-gmm-m` of Chapter 3; each
+    sweep updates every :math:`r_i` (all at once: they do not depend on
     each other), then every :math:`(m_k, s_k^2)`:
 
     .. math::
 
-        \log \varphi_{ik} = x_i^\top m_k - \tfrac12 \big(\lVert m_k \rVert^2 + d s_k^2\big)
+        \log r_{ik} = x_i^\top m_k - \tfrac12 \big(\lVert m_k \rVert^2 + d s_k^2\big)
                             + \text{const}, \qquad
-        s_k^2 = \Big(\frac1{\sigma^2} + \sum_i \varphi_{ik}\Big)^{-1}, \quad
-        m_k = s_k^2 \Big(\frac{m_0}{\sigma^2} + \sum_i \varphi_{ik} x_i\Big).
+        s_k^2 = \Big(\frac1{\sigma^2} + \sum_i r_{ik}\Big)^{-1}, \quad
+        m_k = s_k^2 \Big(\frac{m_0}{\sigma^2} + \sum_i r_{ik} x_i\Big).
 
     The ELBO {eq}`eq-mf-gmm-elbo` keeps every constant.
 
@@ -672,7 +721,9 @@ def gmm(X, n_components: int, *, prior_std: float, m0=None, max_iter: int = 200,
         is not an integer in ``[1, n]`` (or ``n * n_components`` exceeds
         :math:`2^{26}`, about 512 MiB per ``(n, K)`` array), ``prior_std`` is
         out of range, ``m0`` is not a finite vector of length ``d``, or
-        ``max_iter``, ``tol`` or ``seed`` are invalid.
+        ``max_iter``, ``tol`` or ``seed`` are invalid; or if the squared
+        distance of a row of ``X``, or of ``m0``, from the rows' mean overflows
+        float64.
 
     Warns
     -----
@@ -712,42 +763,51 @@ def gmm(X, n_components: int, *, prior_std: float, m0=None, max_iter: int = 200,
     tol = check_scalar(tol, "tol", nonnegative=True)
     rng = as_rng(seed)
 
-    centre = X.mean(axis=0)
-    Xc = X - centre
-    m0c = m0 - centre
+    with np.errstate(over="ignore", invalid="ignore"):
+        centre = X.mean(axis=0)
+        Xc = X - centre
+        m0c = m0 - centre
+        sq_norm_x = np.einsum("ij,ij->i", Xc, Xc)
+        sq_norm_m0 = m0c @ m0c
+    if not np.all(np.isfinite(sq_norm_x)):
+        raise ValueError("X is beyond float64's range here: the rows' mean, or the squared "
+                         "distance of a row from it, overflows (largest |X_ij| = "
+                         f"{np.abs(X).max():.3g}); rescale X")
+    if not np.isfinite(sq_norm_m0):
+        raise ValueError("m0 is too far from the mean of X for float64 (the squared distance "
+                         "overflows); rescale X and m0 together")
     prior_precision = (1.0 / sigma) ** 2                       # 1 / sigma^2
     log_prior_var = 2.0 * np.log(sigma)
     rows = rng.choice(n, size=K, replace=False)
     m = Xc[rows].copy()
     precision = np.ones(K)                                     # 1 / s_k^2
-    sq_norm_x = np.einsum("ij,ij->i", Xc, Xc)
     state = {}
 
     def sweep():
         nonlocal m, precision
-        # (eq-mf-gmm-phi): log phi_ik = x_i' m_k - E[mu_k' mu_k] / 2 + const
+        # (eq-mf-gmm-resp): log r_ik = x_i' m_k - E[mu_k' mu_k] / 2 + const
         e_mu_sq = np.einsum("kj,kj->k", m, m) + d / precision
-        log_phi = Xc @ m.T - 0.5 * e_mu_sq
-        log_phi -= logsumexp(log_phi, axis=1, keepdims=True)
-        phi = np.exp(log_phi)
-        # (eq-mf-gmm-m), with m_k = s_k^2 (m0 / sigma^2 + sum_i phi_ik x_i) written as
+        log_resp = Xc @ m.T - 0.5 * e_mu_sq
+        log_resp -= logsumexp(log_resp, axis=1, keepdims=True)
+        resp = np.exp(log_resp)
+        # (eq-mf-gmm-m), with m_k = s_k^2 (m0 / sigma^2 + sum_i r_ik x_i) written as
         # weights that are at most one, so that no term overflows for extreme sigma
-        nk = phi.sum(axis=0)
+        nk = resp.sum(axis=0)
         precision = prior_precision + nk
         s2 = 1.0 / precision
-        m = (prior_precision / precision)[:, None] * m0c + (phi.T @ Xc) / precision[:, None]
-        state["resp"] = phi
+        m = (prior_precision / precision)[:, None] * m0c + (resp.T @ Xc) / precision[:, None]
+        state["resp"] = resp
         # (eq-mf-gmm-elbo), every constant kept
         e_mu_sq = np.einsum("kj,kj->k", m, m) + d * s2
         dm = m - m0c
         e_log_prior_mu = np.sum(-0.5 * d * (_LOG_2PI + log_prior_var)
                                 - 0.5 * prior_precision * (np.einsum("kj,kj->k", dm, dm) + d * s2))
-        e_log_prior_c = -n * np.log(K)
+        e_log_prior_z = -n * np.log(K)
         e_sq = sq_norm_x[:, None] - 2 * Xc @ m.T + e_mu_sq                # E ||x_i - mu_k||^2
-        e_log_lik = np.sum(phi * (-0.5 * d * _LOG_2PI - 0.5 * e_sq))
-        entropy_c = -np.sum(phi * log_phi)
+        e_log_lik = np.sum(resp * (-0.5 * d * _LOG_2PI - 0.5 * e_sq))
+        entropy_z = -np.sum(resp * log_resp)
         entropy_mu = np.sum(0.5 * d * (_LOG_2PI + 1.0 + np.log(s2)))
-        return e_log_prior_mu + e_log_prior_c + e_log_lik + entropy_c + entropy_mu
+        return e_log_prior_mu + e_log_prior_z + e_log_lik + entropy_z + entropy_mu
 
     elbos, n_iter, converged = _iterate(sweep, max_iter, tol, "gmm", n_samples=n)
     return UnitVarianceGMMFit(resp=state["resp"], means=m + centre, mean_precision=precision,

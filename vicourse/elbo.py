@@ -74,9 +74,11 @@ def discrete_elbo(log_joint, probs):
     if log_joint.shape != probs.shape:
         raise ValueError(f"log_joint must have the shape of probs, {probs.shape}; got "
                          f"{log_joint.shape}")
-    if np.any(np.isnan(log_joint)) or np.any(np.isposinf(log_joint)):
-        raise ValueError("log_joint must not contain NaN or +inf; -inf (an impossible value) "
-                         "is the only non-finite value allowed")
+    nan, posinf = int(np.isnan(log_joint).sum()), int(np.isposinf(log_joint).sum())
+    if nan or posinf:
+        raise ValueError("log_joint must not contain NaN or +inf (-inf, an impossible value, "
+                         f"is the only non-finite value allowed); got {nan} NaN and {posinf} "
+                         "+inf entries")
     if np.any((probs > 0) & np.isneginf(log_joint)):
         raise ValueError("probs puts mass on a value where log_joint is -inf: the ELBO is -inf")
     # q_k log p(x, k) with 0 * (-inf) taken as 0.
@@ -92,11 +94,13 @@ def monte_carlo_elbo(log_joint, q, num_samples: int, generator: torch.Generator 
 
     .. math::
 
-        \hat{\mathcal L} = \frac1S \sum_{s=1}^S \big[\log p(x, z_s) - \log q(z_s)\big],
-        \qquad z_s \sim q,
+        \hat{\mathcal L}_S = \frac1S \sum_{s=1}^S
+            \big[\log p(x, z^{(s)}) - \log q(z^{(s)})\big],
+        \qquad z^{(s)} \sim q,
 
-    an unbiased estimate whose standard error is the sample standard deviation
-    of the summands over :math:`\sqrt S`.  The samples are drawn in one batch.
+    an unbiased estimate of a finite ELBO, with its standard error estimated
+    by the sample standard deviation of the summands over :math:`\sqrt S`.
+    The samples are drawn in one batch.
 
     Parameters
     ----------
@@ -113,7 +117,8 @@ def monte_carlo_elbo(log_joint, q, num_samples: int, generator: torch.Generator 
         :math:`S`; two at least, so that the standard error is defined, and
         at most what fits in 1 GiB of draws.
     generator : torch.Generator, optional
-        Source of randomness; the global torch state is left untouched.
+        Source of randomness; the global torch state is left untouched.  With
+        ``None``, torch's global generator is used, as torch does.
 
     Returns
     -------
@@ -124,8 +129,16 @@ def monte_carlo_elbo(log_joint, q, num_samples: int, generator: torch.Generator 
     ValueError
         If ``q`` is not a distribution with an empty batch shape and finite
         draws, ``num_samples`` is not an integer in range, ``log_joint`` is not
-        callable or returns the wrong shape or a non-finite value, or
-        ``generator`` is not a ``torch.Generator``.
+        callable or returns the wrong shape or a non-finite value, the
+        average of the summands leaves float64's range, or ``generator`` is
+        not a ``torch.Generator``.
+
+    Notes
+    -----
+    The standard error means something only if the summand has a finite
+    variance under ``q``; a ``q`` with heavier tails than the posterior can
+    break that (:math:`q` Cauchy, posterior Gaussian), and the reported value
+    is then an unreliable number, not an error bar.
     """
     if not isinstance(q, torch.distributions.Distribution):
         raise ValueError(f"q must be a torch.distributions.Distribution; got {_describe(q)}")
@@ -152,6 +165,11 @@ def monte_carlo_elbo(log_joint, q, num_samples: int, generator: torch.Generator 
                              "non-finite value (check its parameters)")
         log_p = call_log_density(log_joint, z.double(), "log_joint")
     terms = (log_p - log_q).numpy()
-    estimate = terms.mean()
-    standard_error = terms.std(ddof=1) / np.sqrt(num_samples)
+    with np.errstate(over="ignore", invalid="ignore"):
+        estimate = terms.mean()
+        standard_error = terms.std(ddof=1) / np.sqrt(num_samples)
+    if not (np.isfinite(estimate) and np.isfinite(standard_error)):
+        raise ValueError("log_joint minus log q must average within float64's range; got an "
+                         f"estimate of {estimate} with standard error {standard_error} "
+                         f"(summands from {terms.min():.3g} to {terms.max():.3g})")
     return float(estimate), float(standard_error)

@@ -204,8 +204,15 @@ class _Data:
         # short last axis of (rows, K) runs one tiny loop per row).
         self._work = np.empty((3, n_components, self.rows))   # log joint, exp, resp
         radius2 = 0.0
-        for _, Xc in self._centred_blocks():
-            radius2 = max(radius2, float(np.max(np.einsum("na,na->n", Xc, Xc))))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _, Xc in self._centred_blocks():
+                radius2 = max(radius2, float(np.max(np.einsum("na,na->n", Xc, Xc))))
+        if not np.isfinite(radius2):
+            # Every second moment of the data would overflow (scikit-learn returns
+            # NaN here): refuse at the door rather than fail inside an M-step.
+            raise ValueError("X spans too wide a range for float64: the squared distance of "
+                             "its points from their mean overflows (largest |entry| "
+                             f"{np.abs(X).max():.3g}); rescale X")
         self.radius = float(np.sqrt(radius2))
 
     # -- reading the data
@@ -232,8 +239,13 @@ class _Data:
     # -- the two steps
 
     def params(self, weights, means_c, covariances) -> _Params:
-        eta, chol_inv, const, half_log_det = _natural_parameters(weights, means_c, covariances)
-        narrow = np.flatnonzero(_narrow(means_c, covariances, self.radius))
+        # A mean very far from the data (relative to its covariance) can overflow
+        # eta_k; such a component is narrow and takes the centred route, and a point
+        # that no component reaches is reported by _raise_unreachable.
+        with np.errstate(over="ignore", invalid="ignore"):
+            eta, chol_inv, const, half_log_det = _natural_parameters(weights, means_c,
+                                                                     covariances)
+            narrow = np.flatnonzero(_narrow(means_c, covariances, self.radius))
         return _Params(weights, means_c, covariances, eta, chol_inv, const, half_log_det,
                        narrow)
 
@@ -247,12 +259,13 @@ class _Data:
         # form, as scikit-learn computes it: || L_k^{-1} (x_i - mu_k) ||^2.
         for k in p.narrow:                                     # loop over K, rarely entered
             y = (Xc - p.means_c[k]) @ p.chol_inv[k].T          # L_k^{-1} (x_i - mu_k)
-            lj[k] = p.const[k] - 0.5 * np.einsum("na,na->n", y, y)
+            with np.errstate(over="ignore"):                   # -inf: see _raise_unreachable
+                lj[k] = p.const[k] - 0.5 * np.einsum("na,na->n", y, y)
         return lj
 
-    def block_e_step(self, Xc, T, p: _Params):
-        """E-step on a block: log joint and resp, both (K, rows), in reused buffers, and the
-        per-point log-likelihood (rows,)."""
+    def block_e_step(self, Xc, T, p: _Params, rows: slice):
+        """E-step on the block ``rows``: log joint and resp, both (K, rows), in reused
+        buffers, and the per-point log-likelihood (rows,)."""
         m = Xc.shape[0]
         lj = self.block_log_joint(Xc, T, p, out=self._work[0, :, :m])
         # log-sum-exp over components, shifted by the row maximum as
@@ -260,6 +273,8 @@ class _Data:
         # responsibilities are one division (never exponentiate-then-normalise:
         # each row's largest shifted term is exp(0) = 1, so no row sum underflows).
         row_max = lj.max(axis=0)
+        if not np.isfinite(row_max.sum()):                     # one sum: cheap
+            _raise_unreachable(lj, rows)
         shifted = np.subtract(lj, row_max, out=self._work[1, :, :m])
         np.exp(shifted, out=shifted)
         sums = shifted.sum(axis=0)
@@ -285,8 +300,8 @@ class _Data:
         """One E-step over all blocks: what the loop records, and r^T T for the M-step."""
         stats = np.zeros((self.K, self.n_stats)) if with_statistics else None
         log_lik = abs_log_lik = cross = neg_entropy = 0.0
-        for _, Xc, T in self.blocks():
-            lj, resp, lse = self.block_e_step(Xc, T, p)
+        for rows, Xc, T in self.blocks():
+            lj, resp, lse = self.block_e_step(Xc, T, p, rows)
             log_lik += float(lse.sum())
             abs_log_lik += float(np.abs(lse).sum())
             cross += float(np.vdot(resp, lj))                 # sum r log p(x, z)
@@ -313,7 +328,7 @@ class _Data:
             scatter = np.zeros((narrow.size, self.d, self.d))
             for rows, Xc, T in self.blocks():
                 # responsibilities of the block, (K, rows)
-                r = resp[rows].T if resp is not None else self.block_e_step(Xc, T, p_old)[1]
+                r = resp[rows].T if resp is not None else self.block_e_step(Xc, T, p_old, rows)[1]
                 for j, k in enumerate(narrow):
                     diff = Xc - means_c[k]
                     scatter[j] += (r[k, :, None] * diff).T @ diff
@@ -372,6 +387,23 @@ def _elbo_at_m_step(stats, p: _Params, reg_covar: float, neg_entropy: float) -> 
     return float(expected - neg_entropy)
 
 
+def _raise_unreachable(lj, rows) -> None:
+    """Raise if a point's log joint is -inf (or NaN) for every component, as in ``lj`` (K, rows).
+
+    With finite data and positive definite covariances every log density is
+    finite; it is -inf only when a squared Mahalanobis distance overflows
+    float64.  A row with no finite value would give NaN responsibilities.
+    """
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(np.max(lj, axis=0))
+    if bad.any():
+        i = rows.start + int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"row {i} of X is so far from every component, relative to its covariance, that "
+            "log p(x_i, z_i = k | theta) overflows float64 for every k (a squared Mahalanobis "
+            "distance above 1e308): check means and covariances against X, or rescale X")
+
+
 def _require_positive_definite(covariances, iteration: int | None = None) -> None:
     try:
         np.linalg.cholesky(covariances)
@@ -426,9 +458,12 @@ def log_joint(X, weights, means, covariances) -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``X`` is not a finite 2-D array, ``weights`` is not a positive
+        If ``X`` is not a finite 2-D array or spans so wide a range that its
+        squared distances overflow float64, ``weights`` is not a positive
         probability vector, a covariance is not symmetric positive definite,
-        the shapes disagree, or the (n, K) result would exceed 4 GiB.
+        the shapes disagree, the (n, K) result would exceed 4 GiB, or a point
+        of ``X`` is so far from every component (relative to its covariance)
+        that all its log densities overflow to ``-inf``.
 
     Notes
     -----
@@ -461,7 +496,9 @@ def log_joint(X, weights, means, covariances) -> np.ndarray:
     out = np.empty((data.n, data.K))
     with _BLAS.limit(limits=1, user_api="blas"):
         for rows, Xc, T in data.blocks():
-            out[rows] = data.block_log_joint(Xc, T, p).T
+            lj = data.block_log_joint(Xc, T, p)
+            _raise_unreachable(lj, rows)
+            out[rows] = lj.T
     return out
 
 
@@ -544,14 +581,14 @@ def m_step(X, resp, reg_covar: float = 1e-6):
 
         N_k = \sum_i r_{ik}, \quad \pi_k = \frac{N_k}{n}, \quad
         \bar x_k = \frac{1}{N_k} \sum_i r_{ik} x_i, \quad
-        \Sigma_k = S_k + \epsilon I, \quad
+        \Sigma_k = S_k + \delta I, \quad
         S_k = \frac{1}{N_k} \sum_i r_{ik} (x_i - \bar x_k)(x_i - \bar x_k)^\top,
 
-    with :math:`\mu_k = \bar x_k` and :math:`\epsilon` = ``reg_covar`` added
+    with :math:`\mu_k = \bar x_k` and :math:`\delta` = ``reg_covar`` added
     to every diagonal as scikit-learn's ``reg_covar`` does
     ({eq}`eq-em-mstep-reg`).  With
     ``reg_covar=0`` this is :math:`\arg\max_\theta \mathcal L(q; \theta)`.
-    With ``reg_covar > 0`` it is not: :math:`S_k + \epsilon I` is not the
+    With ``reg_covar > 0`` it is not: :math:`S_k + \delta I` is not the
     maximiser, :math:`\mathcal L` can be lower than at the previous
     parameters, and the monotonicity theorem of Chapter 2
     ({prf:ref}`thm-em-monotone`) does not cover the step; Chapter 2 shows the
@@ -559,7 +596,7 @@ def m_step(X, resp, reg_covar: float = 1e-6):
     :math:`10` machine epsilons before dividing (again as scikit-learn does),
     so a component with no responsibility left gets a finite mean (the
     origin: the floor acts like :math:`10^{-15}` of a point there), covariance
-    :math:`\epsilon I` and a weight of about :math:`10^{-15}/n` instead of NaN.
+    :math:`\delta I` and a weight of about :math:`10^{-15}/n` instead of NaN.
 
     Parameters
     ----------
@@ -568,7 +605,7 @@ def m_step(X, resp, reg_covar: float = 1e-6):
     resp : array of shape (n, K)
         Responsibilities :math:`r_{ik}`, each row summing to one.
     reg_covar : float, >= 0
-        :math:`\epsilon`, added to the diagonal of each covariance
+        :math:`\delta`, added to the diagonal of each covariance
         (scikit-learn's ``reg_covar``).
 
     Returns
@@ -580,7 +617,8 @@ def m_step(X, resp, reg_covar: float = 1e-6):
     Raises
     ------
     ValueError
-        If ``X`` is not a finite 2-D array, ``resp`` is not a matrix of
+        If ``X`` is not a finite 2-D array (or spans so wide a range that its
+        squared distances overflow float64), ``resp`` is not a matrix of
         probability rows with one row per point, ``reg_covar`` is negative, or
         a resulting covariance is not positive definite (increase ``reg_covar``).
 
@@ -655,7 +693,9 @@ def elbo(X, resp, weights, means, covariances) -> float:
     total = 0.0
     with _BLAS.limit(limits=1, user_api="blas"):
         for rows, Xc, T in data.blocks():
-            total += float(np.sum(discrete_elbo(data.block_log_joint(Xc, T, p).T, resp[rows])))
+            lj = data.block_log_joint(Xc, T, p)
+            _raise_unreachable(lj, rows)
+            total += float(np.sum(discrete_elbo(lj.T, resp[rows])))
     return total
 
 
@@ -736,7 +776,7 @@ def fit_gmm(X, resp_init, *, max_iter: int = 100, tol: float = 1e-3,
 
     With ``reg_covar=0`` the M-step maximises the ELBO and the log-likelihood
     never falls; a fall beyond rounding then warns (the symptom of a bug).
-    With ``reg_covar > 0`` the M-step adds :math:`\epsilon I` to the
+    With ``reg_covar > 0`` the M-step adds :math:`\delta I` to the
     maximiser, which keeps covariances away from singular but is not an
     ascent step: the log-likelihood can fall, and no warning is given.
 
@@ -752,7 +792,7 @@ def fit_gmm(X, resp_init, *, max_iter: int = 100, tol: float = 1e-3,
         Stop when the bound changes by less than ``tol`` per data point.
         With ``tol=0`` exactly ``max_iter`` iterations run, without a warning.
     reg_covar : float, >= 0
-        :math:`\epsilon`, added to the diagonal of every covariance in each
+        :math:`\delta`, added to the diagonal of every covariance in each
         M-step (scikit-learn's ``reg_covar``).
 
     Returns
@@ -762,7 +802,8 @@ def fit_gmm(X, resp_init, *, max_iter: int = 100, tol: float = 1e-3,
     Raises
     ------
     ValueError
-        On bad input (``X`` not a finite 2-D array; ``resp_init`` not an
+        On bad input (``X`` not a finite 2-D array, or so wide in range that
+        its squared distances overflow float64; ``resp_init`` not an
         (n, K) array of probability rows, or with more components than
         points; ``max_iter < 1``; ``tol < 0``; ``reg_covar < 0``), or if a
         covariance becomes singular or the bound non-finite during the fit
@@ -783,7 +824,7 @@ def fit_gmm(X, resp_init, *, max_iter: int = 100, tol: float = 1e-3,
     T(x_i)`, then an M-step from those statistics.  The bound after the
     M-step needs no second pass: with :math:`\mu_k = \bar x_k`,
     :math:`\sum_i r_{ik} (x_i - \mu_k)^\top \Lambda_k (x_i - \mu_k) = N_k
-    \operatorname{tr}(\Lambda_k S_k) = N_k (d - \epsilon \operatorname{tr}
+    \operatorname{tr}(\Lambda_k S_k) = N_k (d - \delta \operatorname{tr}
     \Lambda_k)`.  A final E-step gives the log-likelihood of the returned
     parameters.  Memory is a few MiB whatever ``n`` is; no (n, K) array is
     made besides ``resp_init``.  A narrow component (see :func:`m_step`)

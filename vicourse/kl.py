@@ -250,7 +250,7 @@ def kl_gaussian(loc_p, covariance_matrix_p, loc_q, covariance_matrix_q):
 
     References
     ----------
-    Murphy (2023), Section 5.1.4; Bishop (2006), Exercise 2.13.
+    Murphy (2023), Section 5.1 (KL divergence); Bishop (2006), Exercise 2.13.
     """
     torch_in = any(isinstance(v, torch.Tensor)
                    for v in (loc_p, covariance_matrix_p, loc_q, covariance_matrix_q))
@@ -326,7 +326,8 @@ def gaussian_entropy(covariance_matrix) -> float:
 def m_projection(weights, means, covariances) -> tuple[np.ndarray, np.ndarray]:
     r"""The M-projection of a Gaussian mixture onto the Gaussians: moment matching.
 
-    Implements {eq}`eq-kl-moment-matching` of Chapter 4.  Over all Gaussians
+    Implements {eq}`eq-kl-m-projection` for a Gaussian family, in the closed form
+    {eq}`eq-kl-moment-matching` of Chapter 4.  Over all Gaussians
     :math:`q`, :math:`\mathrm{KL}(p \,\|\, q)` is minimised by the Gaussian with
     the mean and covariance of :math:`p`; for
     :math:`p = \sum_k \pi_k \mathcal N(\mu_k, \Sigma_k)` these are
@@ -356,7 +357,8 @@ def m_projection(weights, means, covariances) -> tuple[np.ndarray, np.ndarray]:
     ------
     ValueError
         If ``weights`` is not a probability vector, a covariance is not
-        symmetric positive definite, or the shapes disagree.
+        symmetric positive definite, the shapes disagree, or the means are so
+        far apart that the covariance overflows float64.
 
     References
     ----------
@@ -378,6 +380,10 @@ def m_projection(weights, means, covariances) -> tuple[np.ndarray, np.ndarray]:
     centred = means - loc
     cov = (np.einsum("k,kij->ij", weights, covariances)
            + np.einsum("k,ki,kj->ij", weights, centred, centred))
+    if not np.all(np.isfinite(cov)):
+        raise ValueError("means must lie close enough together for the mixture's covariance "
+                         "to fit in float64; it overflows, with means up to "
+                         f"{float(np.abs(centred).max()):.3g} from their average: rescale z")
     return loc, 0.5 * (cov + cov.T)
 
 
@@ -653,7 +659,7 @@ def js_divergence(log_p, log_q, *, method: str = "grid", points=None, sample_p=N
 
     References
     ----------
-    Lin (1991); Cover and Thomas (2006), Exercise 2.
+    Lin (1991).
     """
     check_callable(log_p, "log_p")
     check_callable(log_q, "log_q")
@@ -749,12 +755,13 @@ def _lbfgs(loss, record, x0: np.ndarray, tol: float, max_iter: int, what: str, a
 
     After every iteration ``record(x)`` gives the value whose change is
     compared with ``tol``; the loop stops when it changes by less than ``tol``,
-    when L-BFGS-B finds a stationary point, or at ``max_iter`` (with a
-    :class:`~vicourse.ConvergenceWarning`).  Returns ``(x, recorded, n_iter,
-    converged, message)``.
+    when L-BFGS-B finds a stationary point, or, with a
+    :class:`~vicourse.ConvergenceWarning`, at ``max_iter`` or where the line
+    search can no longer make progress away from a stationary point.  Returns
+    ``(x, recorded, n_iter, converged, message)``.
     """
     recorded: list[float] = []
-    state = {"iteration": 0, "rule_met": False}
+    state = {"iteration": 0, "rule_met": False, "x": np.asarray(x0, dtype=np.float64)}
 
     def value_and_grad(x):
         xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
@@ -774,7 +781,12 @@ def _lbfgs(loss, record, x0: np.ndarray, tol: float, max_iter: int, what: str, a
     def callback(intermediate_result):
         state["iteration"] += 1
         recorded.append(record(intermediate_result.x))
-        if len(recorded) >= 2 and abs(recorded[-1] - recorded[-2]) < tol:
+        # An iteration whose line search rejected every trial point (each gave an
+        # infinite objective) ends where it began: an unchanged value there is a
+        # stalled search, not convergence.
+        moved = not np.array_equal(intermediate_result.x, state["x"])
+        state["x"] = np.array(intermediate_result.x, dtype=np.float64)
+        if moved and len(recorded) >= 2 and abs(recorded[-1] - recorded[-2]) < tol:
             state["rule_met"] = True
             raise StopIteration
 
@@ -785,8 +797,10 @@ def _lbfgs(loss, record, x0: np.ndarray, tol: float, max_iter: int, what: str, a
     with _threadpools().limit(limits=1, user_api="blas"):
         result = minimize(value_and_grad, x0, jac=True, method="L-BFGS-B", callback=callback,
                           options={"maxiter": max_iter, "ftol": 0.0, "gtol": 1e-10})
-    stationary = result.status == 0 or (
-        result.status == 2 and float(np.max(np.abs(result.jac))) < 1e-6)
+    # L-BFGS-B's status 0 covers both a vanishing gradient and a step that no longer
+    # lowers the objective (with ftol=0, also a stalled line search): only the
+    # gradient tells them apart.
+    stationary = result.status in (0, 2) and float(np.max(np.abs(result.jac))) < 1e-6
     if not recorded:   # the start is already stationary: no iteration was taken
         recorded.append(record(result.x))
     converged = state["rule_met"] or stationary
@@ -827,7 +841,7 @@ def i_projection(log_joint, init_loc, init_scale_tril, *, covariance_type: str =
     current :math:`q` is recorded, with every constant; the fit stops when it
     changes by less than ``tol`` (or L-BFGS-B finds a point where the gradient
     vanishes), and warns with :class:`~vicourse.ConvergenceWarning` at
-    ``max_iter``.
+    ``max_iter`` or where the line search stalls away from a stationary point.
 
     Accuracy: compare ``elbos[-1]`` with :func:`gaussian_elbo` at
     ``num_nodes=128`` to estimate the error of a given fit.  At the
@@ -897,11 +911,12 @@ def i_projection(log_joint, init_loc, init_scale_tril, *, covariance_type: str =
     Warns
     -----
     ConvergenceWarning
-        If the fit stops at ``max_iter`` without meeting its stopping rule.
+        If the fit stops without meeting its stopping rule: at ``max_iter``, or
+        where L-BFGS-B's line search stalls away from a stationary point.
 
     References
     ----------
-    Murphy (2023), Section 5.1.3 (I- and M-projections); Blei et al. (2017).
+    Murphy (2023), Section 5.1 (forward and reverse KL); Blei et al. (2017).
     """
     check_callable(log_joint, "log_joint")
     covariance_type = check_covariance_type(covariance_type)
@@ -1027,7 +1042,8 @@ def js_projection(log_p, points, init_loc, init_scale_tril, *, covariance_type: 
     Warns
     -----
     ConvergenceWarning
-        If the fit stops at ``max_iter`` without meeting its stopping rule.
+        If the fit stops without meeting its stopping rule: at ``max_iter``, or
+        where L-BFGS-B's line search stalls away from a stationary point.
 
     References
     ----------
@@ -1226,10 +1242,10 @@ def neal_funnel(scale: float = 3.0) -> Distribution:
 
         z_1 \sim \mathcal N(0, \sigma^2), \qquad z_2 \mid z_1 \sim \mathcal N(0, e^{z_1}),
 
-    with :math:`\sigma` = ``scale`` (3 in Neal, 2003).  The scale of
-    :math:`z_2` varies by a factor :math:`e^{\sigma}` over one standard
-    deviation of :math:`z_1`: a narrow neck and a wide mouth, which no single
-    Gaussian fits.
+    with :math:`\sigma` = ``scale`` (3 in Neal, 2003).  The variance of
+    :math:`z_2` given :math:`z_1` varies by a factor :math:`e^{\sigma}` (its
+    standard deviation by :math:`e^{\sigma/2}`) over one standard deviation of
+    :math:`z_1`: a narrow neck and a wide mouth, which no single Gaussian fits.
 
     Parameters
     ----------

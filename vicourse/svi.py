@@ -141,7 +141,7 @@ def _check_batch_size(batch_size, n: int, what: str) -> int:
 
 
 class _WindowedStop:
-    """Stan's ADVI-style rule on a noisy bound: compare means over windows of ``eval_window`` steps."""
+    """A variant of Stan's ADVI rule for a noisy bound: compare means over windows of steps."""
 
     def __init__(self, tol: float, eval_window: int):
         self.tol = tol
@@ -916,9 +916,9 @@ def fit_gaussian(log_prior, log_lik, data, *, batch_size=None, n_samples=None, d
 
     .. math::
 
-        \hat{\mathcal L}(\lambda) = \frac1S \sum_{s=1}^S \Big[\log p(z_s)
-        + \frac{n}{|B|} \sum_{i \in B} \log p(x_i \mid z_s)\Big] + \mathbb H[q_\lambda],
-        \qquad z_s = \mu + L\epsilon_s,
+        \hat{\mathcal L}(\lambda) = \frac1S \sum_{s=1}^S \Big[\log p(z^{(s)})
+        + \frac{n}{|B|} \sum_{i \in B} \log p(x_i \mid z^{(s)})\Big] + \mathbb H[q_\lambda],
+        \qquad z^{(s)} = \mu + L\epsilon^{(s)},
 
     an unbiased estimate of the ELBO and of its gradient, whatever :math:`B`
     is: each step costs :math:`O(|B|)`, not :math:`O(n)`.  The loop is black-box
@@ -1047,8 +1047,8 @@ def elbo_grads(log_prior, log_lik, data, loc, scale_tril, num_samples, *, batch_
 
     Implements {eq}`eq-svi-dsvi` of Chapter 8: estimate :math:`s` is the
     pathwise gradient (:func:`vicourse.vi.elbo_grads`, ``estimator="reparam"``)
-    of :math:`\log p(z_s) + \frac{n}{|B_s|}\sum_{i \in B_s} \log p(x_i \mid z_s) +
-    \mathbb H[q]` with its own :math:`\epsilon_s` and its own minibatch
+    of :math:`\log p(z^{(s)}) + \frac{n}{|B_s|}\sum_{i \in B_s} \log p(x_i \mid z^{(s)}) +
+    \mathbb H[q]` with its own :math:`\epsilon^{(s)}` and its own minibatch
     :math:`B_s` (drawn as in :func:`fit_gaussian`).  With ``batch_size=None``
     and an array, or an iterable of blocks, :math:`B_s` is the whole data
     (read block by block): the estimates then carry the Monte Carlo noise

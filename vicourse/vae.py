@@ -48,9 +48,13 @@ from vicourse._validation import (
 __all__ = ["VAE", "TrainingHistory", "gaussian_kl_to_standard_normal", "train"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-#: Largest intermediate tensor a bound may allocate, in bytes: the draws of one
-#: call form tensors of num_samples * n_samples * max(data_dim, hidden_dim) numbers.
+#: Most memory the draws of one call may take, in bytes, and the weights of a model.
 _MAX_BYTES = 2**31
+#: The draws of one call form tensors of num_samples * n_samples * max(data_dim,
+#: hidden_dim) numbers, and up to about this many of them are alive at once
+#: (hidden layer, logits, the cross-entropy and its temporaries): with 2**21 draws of
+#: 3 digits (1.5 GiB per tensor) one call peaked at about 5 GiB.
+_TENSORS_ALIVE = 4
 _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]"
 
 
@@ -106,12 +110,17 @@ def gaussian_kl_to_standard_normal(loc, logvar) -> torch.Tensor:
     Notes
     -----
     :math:`\sigma^2 - 1 - \log \sigma^2` is computed as
-    ``expm1(logvar) - logvar``.  The relative error of this term is then about
-    :math:`2\varepsilon / |\log \sigma^2|` for :math:`|\log \sigma^2| < 1`
-    (:math:`\varepsilon` the dtype's machine epsilon: about
-    :math:`2 \times 10^{-10}` at :math:`\log \sigma^2 = 10^{-6}` in float64),
-    where the textbook form ``exp(logvar) - 1 - logvar`` has a relative error
-    of about :math:`2\varepsilon / (\log \sigma^2)^2`.  A very large ``logvar``
+    ``expm1(logvar) - logvar``.  For :math:`|\log \sigma^2| < 1` the
+    subtraction is exact, so the term's only error is the rounding of
+    ``expm1``, half a unit in the last place of a number close to
+    :math:`\log \sigma^2`; against the term, about
+    :math:`(\log \sigma^2)^2 / 2`, that is a relative error of at most about
+    :math:`\varepsilon / |\log \sigma^2|` (:math:`\varepsilon` the dtype's
+    machine epsilon; :math:`2 \times 10^{-10}` at
+    :math:`\log \sigma^2 = 10^{-6}` in float64), twice that where ``expm1``
+    is accurate to one unit only.  The textbook form ``exp(logvar) - 1 - logvar``
+    carries the rounding error of ``exp`` near 1 instead, a relative error of up
+    to about :math:`\varepsilon / (\log \sigma^2)^2`.  A very large ``logvar``
     overflows to ``inf`` as the exact value does in the dtype (beyond about
     88 in float32).
 
@@ -194,8 +203,11 @@ class VAE(nn.Module):
     not bounds on a log-likelihood.
 
     The methods that draw :math:`z` (:meth:`elbo`, :meth:`log_importance_weights`,
-    :meth:`iwae_bound`) refuse a call whose draws would need an intermediate
-    tensor of more than 2 GiB; evaluate large data sets in blocks of rows.
+    :meth:`iwae_bound`) refuse a call whose draws would need more than 2 GiB of
+    intermediate tensors (counted as four tensors of ``num_samples * n_samples *
+    max(data_dim, hidden_dim)`` numbers); evaluate large data sets in blocks of
+    rows.  Every method refuses a model whose weights are NaN or infinite (what
+    :func:`train` leaves when it breaks down) rather than return NaN.
 
     References
     ----------
@@ -237,8 +249,16 @@ class VAE(nn.Module):
 
     # -- validation -----------------------------------------------------------------
 
+    def _check_weights(self) -> None:
+        """Refuse a model whose weights are not finite, which would answer NaN."""
+        if not all(all_finite(p) for p in self.parameters()):
+            raise ValueError("the VAE's weights must be finite; some are NaN or infinite "
+                             "(training that broke down leaves them so): start again from a "
+                             "new VAE")
+
     def _check_data(self, X, name: str = "X") -> torch.Tensor:
         """``X`` as a tensor of the model's dtype, shape (n, data_dim), entries in [0, 1]."""
+        self._check_weights()
         dtype = self.decoder[-1].weight.dtype
         X = as_float_tensor(X, name, dtype=dtype)
         if X.ndim != 2 or X.shape[1] != self.data_dim:
@@ -254,7 +274,7 @@ class VAE(nn.Module):
         """``num_samples`` as an int >= 1 whose draws for ``X`` fit the memory budget."""
         num_samples = check_int(num_samples, "num_samples", minimum=1)
         width = max(self.data_dim, self.hidden_dim, 2 * self.latent_dim)
-        size = num_samples * X.shape[0] * width * X.element_size()
+        size = _TENSORS_ALIVE * num_samples * X.shape[0] * width * X.element_size()
         if size > _MAX_BYTES:
             raise ValueError(
                 f"num_samples={num_samples} draws for each of the {X.shape[0]} rows of X need "
@@ -281,7 +301,8 @@ class VAE(nn.Module):
         ------
         ValueError
             If ``X`` is not real numbers, has the wrong shape, is empty, is not
-            finite or has entries outside [0, 1].
+            finite or has entries outside [0, 1], or the model's weights are not
+            finite.
         """
         return self._encode(self._check_data(X))
 
@@ -305,8 +326,9 @@ class VAE(nn.Module):
         ------
         ValueError
             If ``z`` is not real numbers, is empty or not finite, or its last axis
-            is not ``latent_dim`` long.
+            is not ``latent_dim`` long, or the model's weights are not finite.
         """
+        self._check_weights()
         z = as_float_tensor(z, "z", dtype=self.decoder[0].weight.dtype)
         if z.ndim < 1 or z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have shape (..., {self.latent_dim}) "
@@ -390,8 +412,8 @@ class VAE(nn.Module):
         ValueError
             If ``X`` is not real numbers in [0, 1] of shape (n, data_dim),
             ``num_samples`` is not an integer >= 1 or its draws would exceed the
-            memory budget, ``analytic_kl`` is not a bool, or ``generator`` is
-            not a torch.Generator.
+            memory budget, ``analytic_kl`` is not a bool, ``generator`` is
+            not a torch.Generator, or the model's weights are not finite.
         """
         X = self._check_data(X)
         num_samples = self._check_draws(X, num_samples)
@@ -403,11 +425,12 @@ class VAE(nn.Module):
         r"""Log importance weights :math:`\log w = \log p_\theta(x, z) - \log q_\phi(z \mid x)`.
 
         For each example (row of ``X``), ``num_samples`` draws
-        :math:`z_s \sim q_\phi(z \mid x)` by {eq}`eq-vae-reparam`, and
+        :math:`z^{(s)} \sim q_\phi(z \mid x)` by {eq}`eq-vae-reparam`, and
 
         .. math::
 
-            \log w_s = \log p_\theta(x \mid z_s) + \log p(z_s) - \log q_\phi(z_s \mid x),
+            \log w_s = \log p_\theta(x \mid z^{(s)}) + \log p(z^{(s)})
+                - \log q_\phi(z^{(s)} \mid x),
 
         the weights of {eq}`eq-vae-iwae` in log space.  Their mean over the draws
         is the Monte Carlo-KL ELBO estimate, and
@@ -449,9 +472,9 @@ class VAE(nn.Module):
 
         .. math::
 
-            \hat{\mathcal L}_k = \log \frac1k \sum_{i=1}^k w_i, \qquad
-            w_i = \frac{p_\theta(x \mid z_i)\, p(z_i)}{q_\phi(z_i \mid x)}, \quad
-            z_i \sim q_\phi(z \mid x),
+            \hat{\mathcal L}_k = \log \frac1k \sum_{s=1}^k w_s, \qquad
+            w_s = \frac{p_\theta(x \mid z^{(s)})\, p(z^{(s)})}{q_\phi(z^{(s)} \mid x)}, \quad
+            z^{(s)} \sim q_\phi(z \mid x),
 
         computed in log space, ``logsumexp(log w) - log k``, from
         :meth:`log_importance_weights`.  Its expectation :math:`\mathcal L_k`
@@ -476,7 +499,8 @@ class VAE(nn.Module):
         ValueError
             If ``X`` is not real numbers in [0, 1] of shape (n, data_dim),
             ``num_samples`` is not an integer >= 1 or its draws would exceed the
-            memory budget, or ``generator`` is not a torch.Generator.
+            memory budget, ``generator`` is not a torch.Generator, or the
+            model's weights are not finite.
 
         References
         ----------
@@ -549,11 +573,12 @@ def train(model: VAE, X, *, epochs: int, batch_size: int, lr: float, seed: int,
     Raises
     ------
     ValueError
-        If ``model`` is not a VAE, the data are not real numbers in [0, 1] of
-        shape (n, data_dim), or a setting is out of range.  Also if training
-        breaks down: a minibatch ELBO, a held-out ELBO or a weight that becomes
-        NaN or infinite stops training with a message naming the epoch (and
-        the step) and what to try; the model's weights are then unusable.
+        If ``model`` is not a VAE or its weights are not finite, the data are
+        not real numbers in [0, 1] of shape (n, data_dim), or a setting is out
+        of range.  Also if training breaks down: a minibatch ELBO, a held-out
+        ELBO or a weight that becomes NaN or infinite stops training with a
+        message naming the epoch (and the step) and what to try; the model's
+        weights are then unusable.
 
     Notes
     -----

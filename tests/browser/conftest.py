@@ -13,11 +13,8 @@ prints; without a built site collection fails (see ``test_book.py``).
 
 from __future__ import annotations
 
-import functools
-import http.server
+import importlib.util
 import os
-import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,70 +26,41 @@ ROOT = Path(__file__).resolve().parents[2]
 # $VICOURSE_SITE checks a book built elsewhere (jupyter-book build --path-output).
 SITE = Path(os.environ.get("VICOURSE_SITE") or ROOT / "_build" / "html").resolve()
 
-# Chromium flags for a headless run in a container: no sandbox (we run as
-# root), no GPU, no background traffic (updates, safe browsing, field trials).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+# Chromium, the local server and the reading order, shared with tools/book_pdf.py.
+_spec = importlib.util.spec_from_file_location("book_site", ROOT / "tools" / "book_site.py")
+book_site = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(book_site)
+
+# The width at which code and figures must fit the column (test_book.py's DESKTOP).
+DESKTOP = {"width": 1400, "height": 900}
 # Per page load or wait: generous for a loaded 2-core machine (a chapter page
 # takes 1-8 s there), short enough that a hung page fails instead of stalling.
 PAGE_TIMEOUT_MS = 30_000
 
 
-BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-
-
-def chromium_executable() -> str | None:
-    """The browser to drive: ``$VICOURSE_CHROMIUM``, else the first of BROWSER_NAMES on PATH."""
-    configured = os.environ.get("VICOURSE_CHROMIUM")
-    if configured:
-        if not Path(configured).is_file():
-            pytest.fail(f"$VICOURSE_CHROMIUM is {configured!r}, which is not a file", pytrace=False)
-        return configured
-    return next(filter(None, map(shutil.which, BROWSER_NAMES)), None)
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """Serve files over keep-alive HTTP/1.1 without logging every request to stderr."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    # The default listen backlog (5) overflows when a page asks for its fonts,
-    # images and scripts at once; dropped connections are retried by the
-    # browser only after 1, 2, 4, ... seconds, which made page loads flaky.
-    request_queue_size = 128
-
-
 @pytest.fixture(scope="session")
 def site_url():
     """Base URL (ending in ``/``) of ``_build/html`` served on a free local port."""
-    handler = functools.partial(_QuietHandler, directory=str(SITE))
-    server = _Server(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    yield f"http://{host}:{port}/"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with book_site.serve(SITE) as base:
+        yield base
 
 
 @pytest.fixture(scope="session")
 def browser():
     """Headless Chromium; skips the browser tests, with the reason, if there is none."""
-    executable = chromium_executable()
+    try:
+        executable = book_site.chromium_executable()
+    except ValueError as error:
+        pytest.fail(str(error), pytrace=False)
     if executable is None:
-        pytest.skip(f"Chromium not found ($VICOURSE_CHROMIUM unset, none of {', '.join(BROWSER_NAMES)} "
+        pytest.skip(f"Chromium not found ($VICOURSE_CHROMIUM unset, none of "
+                    f"{', '.join(book_site.BROWSER_NAMES)} "
                     f"on PATH): the browser check of the built book did NOT run. Install it with "
                     f"`apt-get install chromium` (CI's .ci/run does this).")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=executable, args=book_site.CHROMIUM_ARGS)
         yield browser
         browser.close()
 
@@ -116,7 +84,7 @@ class NetworkLog:
 @pytest.fixture(scope="session")
 def offline_context(browser, site_url):
     """A browser context in which every request not to the local server is aborted."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+    context = browser.new_context(viewport=DESKTOP, service_workers="block")
     context.set_default_timeout(PAGE_TIMEOUT_MS)
     local = urlsplit(site_url).netloc
     log = NetworkLog()

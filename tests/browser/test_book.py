@@ -16,23 +16,34 @@ every check below reads what that visit recorded:
 * no cell output shows an error, a traceback or a warning;
 * the console logged no error, no script threw, no local request failed and no
   request tried to leave the machine;
+* accessibility: axe-core (WCAG 2.0/2.1, levels A and AA) finds no serious or
+  critical violation, in the light theme and in the dark one;
+* at 1400 px, no block of code or output scrolls sideways and every figure is
+  shown at least at its natural width; in dark mode figures are shown as drawn
+  (no filter) on white;
+* at 400 px (a phone), the page does not scroll sideways, and no equation
+  number covers its equation;
 * the previous/next links follow ``_toc.yml`` and resolve to built pages;
 * each chapter page offers its notebook for download and Binder and Colab
   launch buttons built from the repository in ``_config.yml``;
 * the search page, and the search box, find "ELBO" in the chapters that
   define it;
 * the site holds a page for every document of ``_toc.yml`` and none for a
-  document outside it, and ``index.html`` leads to the root page.
+  document outside it, and ``index.html`` leads to the root page;
+* the PDF of the book (``tools/book_pdf.py``) is linked from the landing page,
+  holds every document of ``_toc.yml`` in order, and shows the solutions.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import posixpath
 import re
 import urllib.request
 from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -44,6 +55,18 @@ ROOT = Path(__file__).resolve().parents[2]
 # $VICOURSE_SITE checks a book built elsewhere (jupyter-book build --path-output).
 SITE = Path(os.environ.get("VICOURSE_SITE") or ROOT / "_build" / "html").resolve()
 PAGE_TIMEOUT_MS = 30_000
+DESKTOP = {"width": 1400, "height": 900}
+PHONE = {"width": 400, "height": 800}
+# axe-core, fetched from npm by the Makefile (`make browser`).
+AXE = Path(os.environ.get("VICOURSE_AXE") or ROOT / ".axe" / "axe.min.js")
+AXE_OPTIONS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+               "resultTypes": ["violations"]}
+# The PDF of the whole book, printed from the site by tools/book_pdf.py.
+PDF = SITE / "vicourse.pdf"
+# The reading order of _toc.yml, shared with tools/book_pdf.py.
+_spec = importlib.util.spec_from_file_location("book_site", ROOT / "tools" / "book_site.py")
+book_site = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(book_site)
 
 # --------------------------------------------------------------------------------------
 # Which pages: discovered from the built site at collection time.
@@ -52,24 +75,6 @@ PAGE_TIMEOUT_MS = 30_000
 # index.html is a one-line redirect to the root document (tested on its own);
 # search.html only shows results for a query (tested on its own).
 SPECIAL_PAGES = {"index.html", "search.html"}
-
-
-def _toc_documents() -> list[str]:
-    """The documents of ``_toc.yml`` in reading order (root first), without suffix."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    documents = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                documents.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    walk(toc.get("chapters"))
-    for part in toc.get("parts") or []:
-        walk(part.get("chapters"))
-    return [re.sub(r"\.(md|ipynb)$", "", doc) for doc in documents]
 
 
 def _discover_pages() -> list[str]:
@@ -95,7 +100,7 @@ def _discover_pages() -> list[str]:
     return pages
 
 
-TOC_DOCUMENTS = _toc_documents()
+TOC_DOCUMENTS = book_site.toc_documents(ROOT)
 PAGES = _discover_pages()
 # Pages built from a notebook: Sphinx keeps the source as _sources/<doc>.ipynb.
 NOTEBOOK_PAGES = [p for p in PAGES if (SITE / "_sources" / p).with_suffix(".ipynb").is_file()]
@@ -220,6 +225,98 @@ async (timeoutMs) => {
 """
 
 
+# At 1400 px, right after INSPECT_JS: blocks of code or output that scroll
+# sideways (with their longest line), and images shown narrower than drawn.
+DESKTOP_JS = r"""
+() => {
+  const article = document.querySelector("article") || document.body;
+  const code = [];
+  for (const pre of article.querySelectorAll("pre")) {
+    if (pre.scrollWidth <= pre.clientWidth + 1) continue;
+    const longest = pre.textContent.split("\n").reduce((a, b) => (b.length > a.length ? b : a), "");
+    const kind = pre.closest(".cell_input") ? "code" : pre.closest(".cell_output") ? "output" : "block";
+    code.push({ kind, chars: longest.length, line: longest.slice(0, 100),
+                shown: pre.clientWidth, needed: pre.scrollWidth });
+  }
+  const shrunk = [...article.querySelectorAll("img")]
+    .filter((img) => img.naturalWidth > 0 && img.clientWidth + 1 < img.naturalWidth)
+    .map((img) => ({ src: img.getAttribute("src"), natural: img.naturalWidth, shown: img.clientWidth }));
+  return { code, shrunk, column: article.clientWidth };
+}
+"""
+
+# Switch the page to the theme's dark mode (what its toggle does) and report
+# how each image is drawn there.  Transitions are switched off first, so that
+# what is checked is the dark theme's colours, not a blend on the way there.
+DARK_JS = r"""
+async () => {
+  const still = document.createElement("style");
+  still.textContent = "*, *::before, *::after { transition: none !important; animation: none !important; }";
+  document.head.appendChild(still);
+  document.documentElement.dataset.theme = "dark";
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  const article = document.querySelector("article") || document.body;
+  return [...article.querySelectorAll("img")].map((img) => {
+    const style = getComputedStyle(img);
+    return { src: img.getAttribute("src"), filter: style.filter, background: style.backgroundColor };
+  });
+}
+"""
+
+# At 400 px: does the page scroll sideways (and what sticks out), does every
+# display equation stay inside the screen, and does any number cover its equation.
+PHONE_JS = r"""
+async () => {
+  document.documentElement.dataset.theme = "light";
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  const width = document.documentElement.clientWidth;
+  const result = { width, scrollWidth: document.documentElement.scrollWidth, sticking: [], equations: [] };
+  const scrolls = (el) => {
+    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      if (["auto", "scroll", "hidden", "clip"].includes(getComputedStyle(p).overflowX)) return true;
+    }
+    return false;
+  };
+  if (result.scrollWidth > width) {
+    for (const el of document.body.querySelectorAll("*")) {
+      const r = el.getBoundingClientRect();
+      if (r.width > 0 && r.right > width + 1 && !scrolls(el)) {
+        result.sticking.push(`<${el.tagName.toLowerCase()} class="${el.className}"> ends at ` +
+                             `${Math.round(r.right)} px: ${(el.textContent || "").trim().slice(0, 60)}`);
+        if (result.sticking.length >= 8) break;
+      }
+    }
+  }
+  for (const div of document.querySelectorAll("div.math")) {
+    const box = div.querySelector("mjx-container");
+    if (!box) continue;
+    const b = box.getBoundingClientRect();
+    if (b.width === 0) continue;   // inside a folded box
+    const number = div.querySelector(".eqno");
+    const name = number ? number.textContent.replace("#", "").trim() : div.id || "unnumbered";
+    if (b.left < -1 || b.right > width + 1) {
+      const span = `${Math.round(b.left)}..${Math.round(b.right)} px`;
+      result.equations.push(`${name}: the equation's box spans ${span}`);
+    }
+    if (number) {
+      const n = number.getBoundingClientRect();
+      if (n.left < b.right && n.right > b.left && n.top < b.bottom && n.bottom > b.top) {
+        result.equations.push(`${name}: the equation number covers the equation`);
+      }
+    }
+  }
+  return result;
+}
+"""
+
+AXE_JS = r"""
+async (options) => (await axe.run(document, options)).violations.map((v) => ({
+  id: v.id, impact: v.impact, help: v.help, count: v.nodes.length,
+  targets: v.nodes.slice(0, 3).map((n) => n.target.join(" ")),
+}))
+"""
+
+
 @dataclass
 class PageReport:
     """What one visit of a page recorded."""
@@ -239,7 +336,16 @@ _VISIT_FAILURES: dict[str, str] = {}   # a page that failed to load fails its ot
 
 
 @pytest.fixture(scope="session")
-def visit(tab, site_url):
+def axe_source() -> Path:
+    """axe-core's script; the Makefile fetches it from npm (`make browser`)."""
+    if not AXE.is_file():
+        pytest.fail(f"{AXE} not found: run `make browser` (it fetches axe-core from npm), or set "
+                    f"VICOURSE_AXE to a copy of axe.min.js", pytrace=False)
+    return AXE
+
+
+@pytest.fixture(scope="session")
+def visit(tab, site_url, axe_source):
     """``visit(path)`` loads a page once (cached for the session) and returns its report."""
 
     def load(path: str) -> PageReport:
@@ -267,6 +373,18 @@ def visit(tab, site_url):
         # Let late requests and console messages (fonts, async scripts) arrive.
         tab.vicourse_wait_idle()
         console = _serious(log.console_errors)
+        # The same page, laid out and audited three ways (no reload): desktop
+        # light, desktop dark, phone light.
+        data["desktop"] = tab.evaluate(DESKTOP_JS)
+        tab.add_script_tag(path=str(axe_source))
+        data["axe"] = {"light": tab.evaluate(AXE_JS, AXE_OPTIONS)}
+        data["dark"] = tab.evaluate(DARK_JS)
+        data["axe"]["dark"] = tab.evaluate(AXE_JS, AXE_OPTIONS)
+        tab.set_viewport_size(PHONE)
+        try:
+            data["phone"] = tab.evaluate(PHONE_JS)
+        finally:
+            tab.set_viewport_size(DESKTOP)
         return PageReport(path, url, tab.url, data, console, list(log.page_errors),
                           list(log.blocked), list(log.failed_local))
 
@@ -535,3 +653,95 @@ def test_search_box_finds_elbo(tab, site_url):
     found = _search_results(tab)
     missing = sorted(set(_pages_defining_the_elbo()) - set(found))
     assert found and not missing, f"search box for 'ELBO' listed {found}; missing {missing}"
+
+
+
+# --------------------------------------------------------------------------------------
+# Accessibility and layout: desktop, dark mode, phone.
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_accessibility(path, visit):
+    """axe-core finds no serious or critical WCAG 2.0/2.1 A/AA violation, light or dark."""
+    problems = []
+    for theme, violations in visit(path).data["axe"].items():
+        for v in violations:
+            if v["impact"] in ("serious", "critical"):
+                problems.append(f"{theme} theme: {v['impact']} {v['id']} ({v['help']}) on "
+                                f"{v['count']} element(s), e.g. {v['targets']}")
+    _problems(path, problems)
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_code_fits_the_column(path, visit):
+    """At 1400 px no block of code or output scrolls sideways (lines of at most 88 characters fit)."""
+    desktop = visit(path).data["desktop"]
+    _problems(path, [f"{c['kind']} block scrolls sideways ({c['needed']} px in {c['shown']} px); "
+                     f"longest line ({c['chars']} characters): {c['line']!r}"
+                     for c in desktop["code"]])
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_figures_at_natural_size_and_as_drawn_in_dark_mode(path, visit):
+    """At 1400 px every image is at least its natural width; in dark mode, unfiltered on white."""
+    data = visit(path).data
+    problems = [f"image shrunk to {img['shown']} px of its {img['natural']} px: {img['src']}"
+                for img in data["desktop"]["shrunk"]]
+    for img in data["dark"]:
+        if img["filter"] != "none":
+            problems.append(f"dark mode filters the image ({img['filter']}): {img['src']}")
+        if img["background"] != "rgb(255, 255, 255)":
+            problems.append(f"dark mode shows the image on {img['background']}, not white: {img['src']}")
+    _problems(path, problems)
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_phone_layout(path, visit):
+    """At 400 px the page does not scroll sideways and no equation number covers its equation."""
+    phone = visit(path).data["phone"]
+    problems = []
+    if phone["scrollWidth"] > phone["width"]:
+        problems.append(f"the page scrolls sideways ({phone['scrollWidth']} px in {phone['width']} px): "
+                        + "; ".join(phone["sticking"]))
+    problems += phone["equations"]
+    _problems(path, problems)
+
+
+# --------------------------------------------------------------------------------------
+# The PDF of the book.
+# --------------------------------------------------------------------------------------
+
+
+def _page_title(document: str) -> str:
+    html = (SITE / f"{document}.html").read_text(encoding="utf-8")
+    title = re.search(r"<title>(.*?)</title>", html, re.DOTALL).group(1)
+    return unescape(title).split(" \u2014 ")[0].strip()
+
+
+def test_landing_page_links_the_pdf(visit, site_url):
+    root = f"{TOC_DOCUMENTS[0]}.html"
+    pdf_url = urljoin(site_url, PDF.name)
+    assert pdf_url in visit(root).data["links"], f"{root} has no link to {PDF.name}"
+    status, body = _fetch(pdf_url)
+    assert status == 200 and body.startswith(b"%PDF"), f"{pdf_url}: HTTP {status}, not a PDF"
+
+
+def test_pdf_holds_the_book_in_order_with_the_solutions():
+    """One bookmark per document of _toc.yml, in order; every solution printed, none folded."""
+    from pypdf import PdfReader
+
+    assert PDF.is_file() and PDF.stat().st_size > 0, (
+        f"{PDF} is missing or empty: build it with `make pdf` (needs Chromium)")
+    reader = PdfReader(PDF)
+    built = [doc for doc in TOC_DOCUMENTS if (SITE / f"{doc}.html").is_file()]
+    bookmarks = [item.title for item in reader.outline if not isinstance(item, list)]
+    assert bookmarks == [_page_title(doc) for doc in built], "the PDF's bookmarks are not the book's pages"
+    assert len(reader.pages) >= len(built)
+    text = "\n".join(page.extract_text() or "" for page in reader.pages)
+    assert "Click to show" not in text, "the PDF shows a folded box instead of its content"
+    solution = re.compile(r'class="solution[ "]')
+    solutions = sum(len(solution.findall((SITE / f"{doc}.html").read_text(encoding="utf-8")))
+                    for doc in built)
+    printed = len(re.findall(r"Solution to\s*Exercise", text))
+    assert printed == solutions, f"the book has {solutions} solutions, the PDF prints {printed}"
