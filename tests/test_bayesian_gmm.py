@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from bad_inputs import assert_rejects, bad_arrays, bad_ints, bad_scalars, huge_ints
+from bad_inputs import assert_rejects, bad_arrays, bad_ints, bad_scalars, for_optional, huge_ints
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -327,19 +327,14 @@ def test_bayesian_gmm_rejects_bad_responsibilities(bad):
     assert_rejects(lambda: _call(resp_init=bad), "resp_init", exceptions=ValueError)
 
 
-def _not_none(strategy):
-    """Bad values of an optional argument: None is its default, not a bad value."""
-    return strategy.filter(lambda value: value is not None)
-
-
 @settings(max_examples=60, deadline=None)
-@given(name=st.sampled_from(["alpha0", "beta0", "nu0"]), bad=_not_none(bad_scalars(positive=True)))
+@given(name=st.sampled_from(["alpha0", "beta0", "nu0"]), bad=for_optional(bad_scalars(positive=True)))
 def test_bayesian_gmm_rejects_bad_positive_scalars(name, bad):
     assert_rejects(lambda: _call(**{name: bad}), name, exceptions=ValueError)
 
 
 @settings(max_examples=40, deadline=None)
-@given(bad=_not_none(st.one_of(bad_scalars(), st.floats(-1e6, -1e-300), st.floats(-1e300, D - 1.0))))
+@given(bad=for_optional(st.one_of(bad_scalars(), st.floats(-1e6, -1e-300), st.floats(-1e300, D - 1.0))))
 def test_bayesian_gmm_rejects_nu0_at_most_d_minus_one_and_negative_tolerances(bad):
     assert_rejects(lambda: _call(nu0=bad), "nu0", exceptions=ValueError)
     if not isinstance(bad, float) or bad < 0:
@@ -348,13 +343,13 @@ def test_bayesian_gmm_rejects_nu0_at_most_d_minus_one_and_negative_tolerances(ba
 
 
 @settings(max_examples=40, deadline=None)
-@given(bad=_not_none(st.one_of(bad_arrays((D,)), st.just(np.zeros(D + 1)))))
+@given(bad=for_optional(st.one_of(bad_arrays((D,)), st.just(np.zeros(D + 1)))))
 def test_bayesian_gmm_rejects_bad_prior_means(bad):
     assert_rejects(lambda: _call(m0=bad), "m0", exceptions=ValueError)
 
 
 @settings(max_examples=40, deadline=None)
-@given(bad=_not_none(st.one_of(bad_arrays((D, D)), st.just(np.eye(D + 1)), st.just(-np.eye(D)),
+@given(bad=for_optional(st.one_of(bad_arrays((D, D)), st.just(np.eye(D + 1)), st.just(-np.eye(D)),
                                st.just(np.array([[1.0, 2.0], [2.0, 1.0]])),
                                st.just(np.array([[1.0, 0.5], [0.0, 1.0]])))))
 def test_bayesian_gmm_rejects_bad_scale_matrices(bad):

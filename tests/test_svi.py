@@ -16,7 +16,10 @@ from bad_inputs import (
     bad_callables,
     bad_ints,
     bad_scalars,
+    bad_seeds,
+    for_optional,
     huge_ints,
+    not_bools,
     not_numbers,
 )
 from hypothesis import given, settings
@@ -286,11 +289,6 @@ def _lda(**change):
     return svi.online_lda(args.pop("counts"), args.pop("n_topics"), **args)
 
 
-def _not_none(strategy):
-    """Bad values of an optional argument: None is its default, not a bad value."""
-    return strategy.filter(lambda value: value is not None)
-
-
 @settings(max_examples=40, deadline=None)
 @given(bad=bad_arrays((20, 2)), which=st.sampled_from(["X", "resp_init"]))
 def test_svi_gmm_rejects_bad_data_and_responsibilities(bad, which):
@@ -322,15 +320,18 @@ def test_svi_rejects_bad_step_sizes_and_tolerances(bad, name):
 
 
 @settings(max_examples=30, deadline=None)
-@given(bad=st.one_of(st.sampled_from([-1, 2**63, 1.5, "0", None]), not_numbers()),
-       which=st.sampled_from(["gmm", "lda"]))
-def test_svi_rejects_bad_seeds_and_flags(bad, which):
+@given(bad=for_optional(bad_seeds()), which=st.sampled_from(["gmm", "lda"]))
+def test_svi_rejects_bad_seeds(bad, which):
     call = _gmm if which == "gmm" else _lda
-    if bad is not None:
-        assert_rejects(lambda: call(seed=bad), "seed", exceptions=ValueError)
-    if not isinstance(bad, bool | np.bool_):                 # a bool is a valid flag
-        flag = "compute_resp" if which == "gmm" else "shuffle"
-        assert_rejects(lambda: call(**{flag: bad}), flag, exceptions=ValueError)
+    assert_rejects(lambda: call(seed=bad), "seed", exceptions=ValueError)
+
+
+@settings(max_examples=30, deadline=None)
+@given(bad=not_bools(), which=st.sampled_from(["gmm", "lda"]))
+def test_svi_rejects_flags_that_are_not_bools(bad, which):
+    flag = "compute_resp" if which == "gmm" else "shuffle"
+    call = _gmm if which == "gmm" else _lda
+    assert_rejects(lambda: call(**{flag: bad}), flag, exceptions=ValueError)
 
 
 @settings(max_examples=30, deadline=None)
@@ -360,7 +361,8 @@ def test_online_lda_rejects_bad_integers(bad, name):
 
 
 @settings(max_examples=60, deadline=None)
-@given(bad=_not_none(bad_scalars(positive=True)), name=st.sampled_from(["alpha", "eta", "mean_change_tol"]))
+@given(bad=for_optional(bad_scalars(positive=True)),
+       name=st.sampled_from(["alpha", "eta", "mean_change_tol"]))
 def test_online_lda_rejects_bad_priors_and_tolerances(bad, name):
     if name == "mean_change_tol" and isinstance(bad, float) and bad == 0:
         return                                   # a tolerance of zero is valid
@@ -368,7 +370,7 @@ def test_online_lda_rejects_bad_priors_and_tolerances(bad, name):
 
 
 @settings(max_examples=40, deadline=None)
-@given(bad=_not_none(st.one_of(bad_arrays((2, 8)), st.just(np.ones((3, 8))), st.just(np.zeros((2, 8))),
+@given(bad=for_optional(st.one_of(bad_arrays((2, 8)), st.just(np.ones((3, 8))), st.just(np.zeros((2, 8))),
                                st.just(-np.ones((2, 8))))))
 def test_online_lda_rejects_bad_starting_topics(bad):
     assert_rejects(lambda: _lda(lambda_init=bad), "lambda_init", exceptions=ValueError)
