@@ -117,6 +117,11 @@ def not_bools() -> st.SearchStrategy:
                      st.integers(0, 1), st.floats(0, 1))
 
 
+def for_optional(strategy: st.SearchStrategy) -> st.SearchStrategy:
+    """Bad values of an optional argument: ``strategy`` without None, which is its default."""
+    return strategy.filter(lambda value: value is not None)
+
+
 def bad_seeds() -> st.SearchStrategy:
     """Every kind of bad seed: wrong types, floats, negative, beyond 2**63 - 1."""
     return st.one_of(not_numbers(), st.floats(allow_nan=True, allow_infinity=True),
