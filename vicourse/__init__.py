@@ -16,6 +16,7 @@ module                    chapter  what it holds
 ``vicourse.vi``           5, 9     black-box VI: Gaussian and flow fits to unnormalised log-densities
 ``vicourse.datasets``     6        the 8x8 digits shipped with scikit-learn, as tensors
 ``vicourse.vae``          6        the variational autoencoder, its bounds and its training loop
+``vicourse.diagnostics``  7        importance sampling, PSIS and k-hat, effective sample size, NUTS, VSBC
 ``vicourse.svi``          8        stochastic VI: the mixture by minibatches, online LDA, minibatch BBVI
 ``vicourse.flows``        9        normalizing flows (planar, affine coupling) as variational families
 ``vicourse.plotting``     all      figure helpers shared by the chapters, the book's figure style
