@@ -117,6 +117,11 @@ def not_bools() -> st.SearchStrategy:
                      st.integers(0, 1), st.floats(0, 1))
 
 
+def for_optional(strategy: st.SearchStrategy) -> st.SearchStrategy:
+    """Bad values of an optional argument: ``strategy`` without None, which is its default."""
+    return strategy.filter(lambda value: value is not None)
+
+
 def bad_seeds() -> st.SearchStrategy:
     """Every kind of bad seed: wrong types, floats, negative, beyond 2**63 - 1."""
     return st.one_of(not_numbers(), st.floats(allow_nan=True, allow_infinity=True),
@@ -141,6 +146,21 @@ def bad_callables(expected_rows) -> st.SearchStrategy:
         "not callable",
         None,
     ])
+
+
+def nan_gradient(z):
+    """A log-density callable whose values are finite but whose gradient is NaN where z < 0.
+
+    ``torch.where`` differentiates both branches: the derivative of ``sqrt`` at a
+    negative ``z`` is NaN, and NaN times the zero weight of the unused branch stays NaN.
+    """
+    hidden = torch.where(z > 1e9, torch.sqrt(z), torch.zeros_like(z)).sum(-1)
+    return -0.5 * (z**2).sum(-1) + hidden
+
+
+def huge_values(z):
+    """A log-density callable whose finite values (1e300) overflow once multiplied by 1e10."""
+    return torch.full((z.shape[0],), 1e300, dtype=z.dtype)
 
 
 def assert_rejects(call, name: str, exceptions=(ValueError, TypeError)) -> None:

@@ -95,6 +95,18 @@ def test_psis_normalises_caps_and_ignores_a_common_factor(seed, num, s, shift):
     np.testing.assert_allclose(shifted, smoothed, rtol=0, atol=1e-8)
 
 
+def test_psis_of_weights_dominated_beyond_the_float_range_has_infinite_khat_as_in_arviz():
+    """Log weights spread over 10^5 nats: all but a few lie below e^-708 times the largest,
+    the floor of the cutoff, so no tail can be fitted.  Like ArviZ, psis answers k-hat = inf
+    and returns the weights normalised, unsmoothed."""
+    log_weights = np.random.default_rng(4).normal(size=1000) * 1e5
+    smoothed, k_hat = psis(log_weights)
+    expected, expected_k = arviz.psislw(log_weights.copy())
+    assert k_hat == np.inf and float(expected_k) == np.inf
+    np.testing.assert_allclose(smoothed, expected, rtol=1e-12, atol=0)
+    assert smoothed.max() == 0.0
+
+
 def test_psis_leaves_the_body_of_the_weights_unchanged():
     """Only the M = ceil(min(S/5, 3 sqrt(S))) largest weights are replaced (Vehtari et al. 2024)."""
     rng = np.random.default_rng(11)
@@ -197,6 +209,9 @@ def test_effective_sample_size_extremes():
     assert effective_sample_size(np.full(500, 812.5)) == pytest.approx(500.0, rel=1e-12)
     assert effective_sample_size(np.r_[1000.0, np.zeros(99)]) == pytest.approx(1.0, rel=1e-12)
     assert effective_sample_size(np.r_[0.0, np.full(9, -np.inf)]) == pytest.approx(1.0)
+    # Log weights near the float64 limit: doubling them must not overflow into NaN.
+    assert effective_sample_size(np.array([1e308, -1e308])) == pytest.approx(1.0, rel=1e-12)
+    assert effective_sample_size(np.array([1e308, 1e308, 1e308])) == pytest.approx(3.0, rel=1e-12)
 
 
 # --------------------------------------------------------------------------- importance sampling
@@ -403,6 +418,24 @@ def test_vsbc_test_keeps_its_level_where_the_mirrored_ks_test_does_not():
         assert abs(rate - 0.05) < 3 * math.sqrt(0.05 * 0.95 / 1000), rate
         ks_rate = np.mean([stats.ks_2samp(col, 1 - col).pvalue < 0.05 for col in p.T])
         assert ks_rate > 0.075, ks_rate
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vsbc_test_statistic_is_the_signed_rank_sum(seed):
+    """W = W+ - W-: scipy's two-sided statistic is min(W+, W-) = (n(n + 1)/2 - |W|)/2 with n
+    the non-zero differences (ties and exact halves included), its p-value is scipy's, and
+    the sign of W is the side the mass leans to (columns shifted up, down, not at all)."""
+    rng = np.random.default_rng(seed)
+    p = stats.norm.cdf(rng.normal(size=(60, 3)) + np.array([0.8, -0.8, 0.0]))
+    p[:4, 0] = 0.5                                      # exact halves are dropped
+    p[10:16, 2] = p[10, 2]                              # tied ranks share their mean
+    statistic, pvalue = vsbc_test(p)
+    expected = stats.wilcoxon(p - 0.5, axis=0)
+    n = np.count_nonzero(p != 0.5, axis=0)
+    np.testing.assert_allclose((n * (n + 1) / 2 - np.abs(statistic)) / 2, expected.statistic,
+                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(pvalue, expected.pvalue, rtol=1e-12)
+    assert statistic[0] > 0 and statistic[1] < 0
 
 
 def test_vsbc_detects_a_biased_point_estimate_and_its_direction():

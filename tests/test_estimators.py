@@ -11,7 +11,9 @@ from bad_inputs import (
     bad_callables,
     bad_ints,
     bad_scalars,
+    huge_values,
     meta_tensors,
+    nan_gradient,
     not_numbers,
 )
 from hypothesis import given, settings
@@ -332,3 +334,16 @@ def test_reparam_rejects_a_function_torch_cannot_differentiate():
     # ... which the score-function estimator accepts: it needs values only.
     grads = _call(score_function_grads, f=numpy_f)()
     assert grads[0].shape == (10, 3)
+
+
+@settings(max_examples=20, deadline=None)
+@given(case=st.sampled_from([(reparam_grads, nan_gradient), (score_function_grads, huge_values),
+                             (optimal_baseline, huge_values)]),
+       seed=st.integers(0, 2**32))
+def test_an_f_whose_estimates_are_not_finite_is_rejected_by_name(case, seed):
+    # Values are finite, so f passes the check of its output; the estimates are not (a NaN
+    # gradient at z_1 < 0, or 1e300 times a score of about 1e10): an error, not a NaN.
+    fn, f = case
+    call = _call(fn, f=f, scale_tril=np.diag([1e-10, 1e-10, 1e-10]), covariance_type="diag",
+                 generator=torch.Generator().manual_seed(seed))
+    assert_rejects(call, "f", exceptions=ValueError)

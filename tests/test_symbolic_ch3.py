@@ -74,14 +74,21 @@ def _log_gaussian_2d_unnormalised():
     return -(d.T * LAMBDA * d)[0, 0] / 2
 
 
+def _optimal_gaussian_factor(z, other, m_other, v_other):
+    """Precision and mean of q*(z) by (eq-mf-update), when q(other) has mean m_other and
+    variance v_other: E_{q(other)}[log p(z)] is a quadratic in z, -c2 z^2 ... + c1 z, so q*(z)
+    is Gaussian with precision -2 c2 and mean c1 / precision."""
+    expected = expect(_log_gaussian_2d_unnormalised(), {other: (m_other, v_other)})
+    c2, c1 = quadratic_coefficients(expected, z)
+    precision = sp.simplify(-2 * c2)
+    return precision, sp.simplify(c1 / precision)
+
+
 @pytest.mark.verifies("eq-mf-gauss-update")
 def test_gaussian_update_is_gaussian_with_precision_lambda11_and_the_stated_mean():
-    # Step 1: E_{q2}[log p(z)] as a function of z1 (q2 has mean m2 and variance v2).
-    expected = expect(_log_gaussian_2d_unnormalised(), {z2: (m2, v2)})
-    # Step 2: it is a quadratic in z1, so q1* is Gaussian: precision -2 c2, mean c1 / precision.
-    c2, c1 = quadratic_coefficients(expected, z1)
-    precision = sp.simplify(-2 * c2)
-    mean = sp.simplify(c1 / precision)
+    # Steps 1-2: E_{q2}[log p(z)] as a function of z1 (q2 has mean m2 and variance v2) is a
+    # quadratic in z1, so q1* is Gaussian.
+    precision, mean = _optimal_gaussian_factor(z1, z2, m2, v2)
     assert sp.simplify(precision - l11) == 0
     assert sp.simplify(mean - (mu1 - l12 / l11 * (m2 - mu2))) == 0
     # Step 3: v2 does not enter: the update of the mean needs only E[z2].
@@ -101,12 +108,14 @@ def test_gaussian_update_is_gaussian_with_precision_lambda11_and_the_stated_mean
 
 @pytest.mark.verifies("eq-mf-gauss-rate")
 def test_each_sweep_multiplies_the_error_of_the_mean_by_rho_squared():
-    # With errors e = m - mu, the updates read e1 <- -(L12 / L11) e2 and e2 <- -(L12 / L22) e1.
-    e2 = sp.symbols("e2", real=True)
-    new_e1 = -(l12 / l11) * e2
-    new_e2 = -(l12 / l22) * new_e1
-    e1_next = -(l12 / l11) * new_e2                       # e1 after the next sweep
-    factor = sp.simplify(e1_next / new_e1)
+    # The two updates, each derived from the model as above (not typed in): m1 from m2, m2 from m1.
+    _, update_1 = _optimal_gaussian_factor(z1, z2, m2, v2)
+    _, update_2 = _optimal_gaussian_factor(z2, z1, m1, v1)
+    # A sweep from the error e1 = m1 - mu1: q2 first (from m1), then q1 (from that m2).
+    e1 = sp.symbols("e1", real=True)
+    m1_next = update_1.subs(m2, update_2.subs(m1, mu1 + e1))
+    factor = sp.simplify((m1_next - mu1) / e1)
+    assert not factor.has(e1, mu1, mu2)                   # linear in the error, whatever mu
     assert sp.simplify(factor - l12**2 / (l11 * l22)) == 0
     # For Sigma = [[s1^2, rho s1 s2], [rho s1 s2, s2^2]] the factor is rho^2, whatever s1, s2.
     s1, s2 = sp.symbols("s1 s2", positive=True)
@@ -293,30 +302,30 @@ def test_vague_prior_fixed_point_is_the_maximum_likelihood_variance():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.verifies("eq-mf-gmm-phi", "eq-mf-gmm-m")
+@pytest.mark.verifies("eq-mf-gmm-resp", "eq-mf-gmm-m")
 def test_mixture_updates_for_the_assignments_and_the_means():
     xs = sp.symbols("x1:4", real=True)
-    phis = sp.symbols("phi1:4", nonnegative=True)
+    resps = sp.symbols("r1:4", nonnegative=True)
     mu_k, m_k = sp.symbols("mu_k m_k", real=True)
     s2_k, sigma = sp.symbols("s2_k sigma", positive=True)
-    # log q*(mu_k): the prior and every point weighted by phi_ik, E over q(c) replacing the
-    # indicator [c_i = k] by phi_ik
+    # log q*(mu_k): the prior and every point weighted by r_ik, E over q(z) replacing the
+    # indicator [z_i = k] by r_ik
     terms = (log_density(sps.Normal("m", mu0, sigma), mu_k)
-             + sum(p * log_density(sps.Normal("x", mu_k, 1), x) for p, x in zip(phis, xs, strict=True)))
+             + sum(p * log_density(sps.Normal("x", mu_k, 1), x) for p, x in zip(resps, xs, strict=True)))
     c2, c1 = quadratic_coefficients(terms, mu_k)
     precision, mean = sp.simplify(-2 * c2), sp.simplify(c1 / (-2 * c2))
-    assert sp.simplify(precision - (1 / sigma**2 + sum(phis))) == 0
-    assert sp.simplify(mean - (mu0 / sigma**2 + sum(p * x for p, x in zip(phis, xs, strict=True)))
+    assert sp.simplify(precision - (1 / sigma**2 + sum(resps))) == 0
+    assert sp.simplify(mean - (mu0 / sigma**2 + sum(p * x for p, x in zip(resps, xs, strict=True)))
                        / precision) == 0
-    # log phi_ik = E_{q(mu_k)}[log N(x_i | mu_k, 1)] + const: the k-dependent part is
+    # log r_ik = E_{q(mu_k)}[log N(x_i | mu_k, 1)] + const: the k-dependent part is
     # x_i m_k - (m_k^2 + s_k^2) / 2
     e_log_lik = expect(log_density(sps.Normal("x", mu_k, 1), xs[0]), {mu_k: (m_k, s2_k)})
     k_free = e_log_lik.subs({m_k: 0, s2_k: 0})
     assert sp.simplify(e_log_lik - k_free - (xs[0] * m_k - (m_k**2 + s2_k) / 2)) == 0
 
-    # the package, one sweep in d = 1, K = 1 (phi = 1): q(mu) is the conjugate posterior
+    # the package, one sweep in d = 1, K = 1 (r = 1): q(mu) is the conjugate posterior
     data = np.array([[0.3], [1.9], [-0.4]])
     fit = fit_sweeps(cavi.gmm, data, 1, prior_std=2.0, m0=[0.7], max_iter=1, seed=0)
-    values = {mu0: 0.7, sigma: 2.0} | dict(zip(xs, data[:, 0], strict=True)) | dict.fromkeys(phis, 1)
+    values = {mu0: 0.7, sigma: 2.0} | dict(zip(xs, data[:, 0], strict=True)) | dict.fromkeys(resps, 1)
     assert fit.mean_precision[0] == pytest.approx(float(precision.subs(values)), rel=1e-13)
     assert fit.means[0, 0] == pytest.approx(float(mean.subs(values)), rel=1e-13)

@@ -184,3 +184,33 @@ def test_the_path_derivative_vanishes_when_q_is_the_target():
     log_p = LOG_Q.subs(mu, m)
     assert is_zero(sp.diff((log_p - LOG_Q).subs(m, mu), z))
     assert not is_zero(sp.diff(log_p - LOG_Q, z))
+
+
+@pytest.mark.verifies("eq-grad-total-derivative")
+def test_the_total_derivative_is_the_path_derivative_minus_the_score():
+    # For any log p (an undefined function here) and z = g(eps, lambda) = mu + sigma eps,
+    # d/dlambda [log p(g) - log q_lambda(g)] = (d/dz [log p - log q_lambda])(g) dg/dlambda
+    # - (d/dlambda log q_lambda)(z) at z = g, for lambda = mu and lambda = log sigma.
+    log_p = sp.Function("log_p")
+    path = mu + sigma * eps
+    for derivative in DERIVATIVES:
+        total = derivative(log_p(path) - LOG_Q.subs(z, path))
+        slope = sp.diff(log_p(z) - LOG_Q, z).subs(z, path)
+        score = derivative(LOG_Q).subs(z, path)
+        assert is_zero((total - (slope * derivative(path) - score)).doit())
+
+
+@pytest.mark.verifies("eq-grad-logreg")
+def test_the_bernoulli_log_likelihood_of_a_logit_is_y_a_minus_softplus():
+    # y log sigmoid(a) + (1 - y) log(1 - sigmoid(a)) = y a - log(1 + e^a), for y in {0, 1};
+    # and log N(z | 0, I) in d = 2 is -|z|^2 / 2 - log 2 pi: the two parts of eq-grad-logreg.
+    logit = sp.symbols("a", real=True)
+    sigmoid = 1 / (1 + sp.exp(-logit))
+    for label in (0, 1):
+        bernoulli = label * sp.log(sigmoid) + (1 - label) * sp.log(1 - sigmoid)
+        difference = bernoulli - (label * logit - sp.log(1 + sp.exp(logit)))
+        assert sp.simplify(sp.expand_log(sp.simplify(difference), force=True)) == 0
+    z1, z2 = sp.symbols("z1 z2", real=True)
+    prior = sp.exp(-z1**2 / 2) * sp.exp(-z2**2 / 2) / (2 * sp.pi)
+    assert is_zero(sp.expand_log(sp.log(prior), force=True)
+                   - (-(z1**2 + z2**2) / 2 - sp.log(2 * sp.pi)))

@@ -105,8 +105,11 @@ def test_mean_field_fit_of_a_correlated_gaussian_has_k_equal_to_rho():
     assert sp.simplify(q_cov - (1 - rho**2) * sp.eye(2)) == sp.zeros(2)
     eigenvalues = {sp.simplify(e) for e in (q_cov * precision).eigenvals()}
     assert eigenvalues == {1 - rho, 1 + rho}
-    # The smallest "s^2" is 1 - |rho|; the tail index of the 1-D theorem gives k = |rho|.
-    assert sp.simplify(1 - (1 - sp.Abs(rho))) == sp.Abs(rho)
+    # The smallest eigenvalue plays s^2 of the 1-D theorem: k = 1 - lambda_min = |rho|,
+    # for either sign of the correlation.
+    for value in (sp.Rational(3, 5), -sp.Rational(3, 5), sp.Rational(9, 10)):
+        smallest = min(e.subs(rho, value) for e in eigenvalues)
+        assert 1 - smallest == abs(value)
 
 
 @pytest.mark.verifies("eq-diag-zhang-stephens")

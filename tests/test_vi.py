@@ -13,18 +13,27 @@ from bad_inputs import (
     bad_ints,
     bad_scalars,
     bad_seeds,
+    huge_values,
     meta_tensors,
+    nan_gradient,
     not_bools,
     not_numbers,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.distributions import MultivariateNormal, constraints, kl_divergence, transform_to
+from torch.distributions import (
+    Bernoulli,
+    MultivariateNormal,
+    Normal,
+    constraints,
+    kl_divergence,
+    transform_to,
+)
 
-from vicourse import ConvergenceWarning, GaussianFit
+from vicourse import ConvergenceWarning, GaussianFit, vi
 from vicourse._random import sample
 from vicourse.estimators import reparam_grads, score_function_grads
-from vicourse.vi import elbo_grads, fit_gaussian
+from vicourse.vi import elbo_grads, fit_gaussian, logistic_regression_log_joint
 
 # A correlated Gaussian target N(m, Sigma), known only up to its normaliser.
 SIGMA = np.array([[2.0, 0.8, 0.3], [0.8, 1.0, 0.2], [0.3, 0.2, 0.5]])
@@ -234,10 +243,6 @@ def test_a_fit_that_diverges_raises_naming_the_step_and_the_step_size():
 
 
 def test_a_gradient_that_becomes_nan_raises_naming_the_step():
-    def nan_gradient(z):  # finite values, but the gradient of the unused branch is NaN
-        hidden = torch.where(z > 1e9, torch.sqrt(z), torch.zeros_like(z)).sum(-1)
-        return -0.5 * (z**2).sum(-1) + hidden
-
     with pytest.raises(ValueError, match=r"broke down at step 0: its gradient is not finite"):
         fit_gaussian(nan_gradient, 2, num_samples=4, steps=10, lr=0.1, seed=0, tol=0)
 
@@ -493,3 +498,79 @@ def test_a_bad_seed_is_rejected_by_name(bad):
                      st.just(np.random.default_rng(0))))
 def test_a_bad_generator_is_rejected_by_name(bad):
     assert_rejects(_grads(generator=bad), "generator", exceptions=ValueError)
+
+
+@settings(max_examples=20, deadline=None)
+@given(case=st.sampled_from([({}, nan_gradient), ({"stl": True}, nan_gradient),
+                             ({"estimator": "score"}, huge_values)]),
+       covariance_type=st.sampled_from(["full", "diag"]), seed=st.integers(0, 2**32))
+def test_elbo_grads_reject_estimates_that_are_not_finite_by_name(case, covariance_type, seed):
+    # The values of log_joint are finite; its gradient (NaN where z_1 < 0) or the score's
+    # product with them (1e300 times about 1e10) is not: an error naming it, not a NaN.
+    options, bad = case
+    call = _grads(log_joint=bad, loc=MEAN, scale_tril=np.diag([1e-10, 1e-10, 1e-10]),
+                  covariance_type=covariance_type, generator=torch.Generator().manual_seed(seed),
+                  **options)
+    assert_rejects(call, "log_joint", exceptions=ValueError)
+
+
+# ----------------------------------------------------------------- the chapter's model
+
+def _logistic_data(n=7, d=3, scale=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    X = scale * rng.normal(size=(n, d))
+    y = (rng.uniform(size=n) < 0.5).astype(float)
+    return X, y
+
+
+def _logistic_by_torch(X, y, z):
+    """eq-grad-logreg from torch.distributions: Bernoulli likelihood, N(0, I) prior."""
+    logits = z @ torch.from_numpy(X).T
+    log_lik = Bernoulli(logits=logits).log_prob(torch.from_numpy(y)).sum(-1)
+    return log_lik + Normal(0.0, 1.0).log_prob(z).sum(-1)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3])  # 1e3: logits of size 1e3, where sigmoid saturates
+def test_logistic_log_joint_and_its_gradient_match_torch_distributions(scale):
+    X, y = _logistic_data(scale=scale)
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    z.requires_grad_(True)
+    mine = logistic_regression_log_joint(X, y)(z)
+    theirs = _logistic_by_torch(X, y, z)
+    assert torch.all(torch.isfinite(mine))
+    torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-9)
+    grads = [torch.autograd.grad(v.sum(), z)[0] for v in (mine, theirs)]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-9)
+
+
+def test_logistic_log_joint_in_blocks_matches_one_block(monkeypatch):
+    X, y = _logistic_data()
+    z = torch.randn(50, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    expected = _logistic_by_torch(X, y, z)
+    monkeypatch.setattr(vi, "_LOGIT_BLOCK", 16)  # 16 // 7 = 2 rows of z per block
+    torch.testing.assert_close(logistic_regression_log_joint(X, y)(z), expected, rtol=1e-12,
+                               atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(bad=bad_arrays(shape=(7, 3)))
+def test_logistic_log_joint_rejects_a_bad_X_by_name(bad):
+    _, y = _logistic_data()
+    assert_rejects(lambda: logistic_regression_log_joint(bad, y), "X", exceptions=ValueError)
+
+
+@settings(max_examples=40, deadline=None)
+@given(bad=st.one_of(bad_arrays(shape=(7,)), st.just(np.full(7, 0.5)),
+                     st.just(np.array([0, 1, 2, 0, 1, 0, 1.0])), st.just(-np.ones(7)),
+                     st.just(np.ones(6))))  # 6 labels for the 7 rows of X
+def test_logistic_log_joint_rejects_bad_labels_by_name(bad):
+    X, _ = _logistic_data()
+    assert_rejects(lambda: logistic_regression_log_joint(X, bad), "y", exceptions=ValueError)
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(5, 2, dtype=torch.float64), torch.zeros(3),
+                                 np.zeros((5, 3)), None])
+def test_the_logistic_log_joint_rejects_weights_of_the_wrong_shape(bad):
+    X, y = _logistic_data()
+    assert_rejects(lambda: logistic_regression_log_joint(X, y)(bad), "log_joint",
+                   exceptions=ValueError)

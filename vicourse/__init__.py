@@ -16,6 +16,8 @@ module                    chapter  what it holds
 ``vicourse.vi``           5, 9     black-box VI: Gaussian and flow fits to unnormalised log-densities
 ``vicourse.datasets``     6        the 8x8 digits shipped with scikit-learn, as tensors
 ``vicourse.vae``          6        the variational autoencoder, its bounds and its training loop
+``vicourse.diagnostics``  7        importance sampling, PSIS and k-hat, effective sample size, NUTS, VSBC
+``vicourse.svi``          8        stochastic VI: the mixture by minibatches, online LDA, minibatch BBVI
 ``vicourse.flows``        9        normalizing flows (planar, affine coupling) as variational families
 ``vicourse.plotting``     all      figure helpers shared by the chapters, the book's figure style
 ``vicourse.claims``       all      :func:`~vicourse.claims.check`: assert a claim of the text, print it
@@ -39,6 +41,7 @@ from vicourse import (
     kl,
     models,
     plotting,
+    svi,
     vae,
     vi,
 )
@@ -47,6 +50,6 @@ from vicourse.exceptions import ConvergenceWarning
 from vicourse.flows import FlowFit
 
 __all__ = ["ConvergenceWarning", "FlowFit", "GaussianFit", "cavi", "claims", "datasets",
-           "diagnostics", "elbo", "em", "estimators", "flows", "kl", "models", "plotting", "vae",
-           "vi"]
+           "diagnostics", "elbo", "em", "estimators", "flows", "kl", "models", "plotting", "svi",
+           "vae", "vi"]
 __version__ = "0.1.0"

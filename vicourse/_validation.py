@@ -25,6 +25,9 @@ MAX_INT = 2**31 - 1
 #: Largest seed: torch.Generator.manual_seed takes a signed 64-bit value.
 MAX_SEED = 2**63 - 1
 _NUMERIC_KINDS = "iuf"   # signed and unsigned integers, floats
+#: The row sums of a large probability array are checked over blocks of about this
+#: many entries, so that validating it allocates nothing of its size.
+_CHECK_BLOCK = 2**16
 
 
 def _describe(value) -> str:
@@ -67,6 +70,13 @@ def _to_numpy(value, name: str) -> np.ndarray:
     return array
 
 
+def _row_blocks(array: np.ndarray):
+    """Views of ``array`` (at least 1-D) split along its first axis into blocks of about
+    ``_CHECK_BLOCK`` entries."""
+    rows = max(1, _CHECK_BLOCK // max(1, array.size // max(1, array.shape[0])))
+    return (array[start:start + rows] for start in range(0, array.shape[0], rows))
+
+
 def as_float_array(value, name: str, *, ndim: int | None = None, allow_empty: bool = False):
     """Convert ``value`` to a finite float64 array, checking its number of dimensions.
 
@@ -89,9 +99,8 @@ def as_float_array(value, name: str, *, ndim: int | None = None, allow_empty: bo
     # min and max propagate NaN and show an infinity without a temporary array of
     # the input's size (np.isfinite(array) would make one); count only on failure.
     if array.size and not (np.isfinite(array.min()) and np.isfinite(array.max())):
-        finite = np.isfinite(array)
         nan = int(np.isnan(array).sum())
-        inf = int((~finite).sum()) - nan
+        inf = int((~np.isfinite(array)).sum()) - nan
         raise ValueError(f"{name} must be finite; got {nan} NaN and {inf} infinite entries")
     return array
 
@@ -177,12 +186,13 @@ def check_probability_vector(value, name: str, *, atol: float | None = None) -> 
     array = as_float_array(raw, name)
     if array.ndim == 0:
         raise ValueError(f"{name} must be a probability vector; got a scalar")
-    if np.any(array < 0):
+    if array.min() < 0:
         raise ValueError(f"{name} must be non-negative; smallest entry is {array.min():.3g}")
-    sums = array.sum(axis=-1)
-    if not np.allclose(sums, 1.0, rtol=0, atol=atol):
+    if any(not np.allclose(block.sum(axis=-1), 1.0, rtol=0, atol=atol) for block in _row_blocks(array)):
+        sums = array.sum(axis=-1)
         worst = float(sums.flat[np.argmax(np.abs(sums - 1.0))])
-        raise ValueError(f"{name} must sum to 1 along its last axis; got a sum of {worst:.6g}")
+        raise ValueError(f"{name} must sum to 1 along its last axis; got a sum of {worst!r} "
+                         f"(off by {worst - 1.0:.3g})")
     return array
 
 
@@ -318,9 +328,10 @@ def call_log_density(fn, z: torch.Tensor, name: str, *, allow_neg_inf: bool = Fa
         if bool(bad.any()):
             rows = torch.nonzero(bad).flatten()[:3].tolist()
             allowed = "finite or -inf" if allow_neg_inf else "finite"
+            first = float(detached[rows[0]])
             raise ValueError(f"{name} must return {allowed} values; got {int(bad.sum())} that "
-                             f"are not (first at rows {rows}), e.g. NaN from a log of a negative "
-                             "number")
+                             f"are not (first at rows {rows}: {first}), e.g. NaN from the log of "
+                             "a negative number or +inf from an overflow")
     if differentiable and not values.requires_grad and z.requires_grad:
         raise ValueError(f"{name} must be differentiable with torch operations: its output "
                          "does not depend on its input through autograd")

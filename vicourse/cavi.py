@@ -35,25 +35,25 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import digamma, gammaln, logsumexp
 
+from vicourse import _vbgmm
 from vicourse._gaussian import GaussianFit
 from vicourse._validation import (
     _describe,
     as_float_array,
     as_rng,
     check_int,
-    check_probability_vector,
     check_scalar,
     check_spd,
 )
 from vicourse.exceptions import ConvergenceWarning
 
 __all__ = [
-    "BayesianGMMResult",
+    "BayesianGMMFit",
     "NormalGammaFit",
     "UnitVarianceGMMFit",
     "bayesian_gmm",
@@ -67,11 +67,6 @@ __all__ = [
 
 _LOG_2PI = np.log(2.0 * np.pi)
 
-# Above this many entries (n * d(d+1)/2 float64 numbers, 128 MiB) the products
-# x_i x_j of the data are formed block by block in each iteration instead of
-# once for the whole fit (see _SecondMoments).
-_FEATURE_BUDGET = 2**24
-
 # A decrease of the ELBO smaller than this, relative to max(1, |ELBO|), is
 # rounding (the bound sums many terms of its own size); a larger one warns.
 _ROUNDING_RTOL = 1e-10
@@ -79,12 +74,12 @@ _ROUNDING_RTOL = 1e-10
 # gmm keeps a few (n, K) float64 arrays; refuse n * K above this (512 MiB each).
 _MAX_RESP_ENTRIES = 2**26
 
-
 # ----------------------------------------------------------------------------
 # Shared piece: the one loop shape of every fit
 # ----------------------------------------------------------------------------
 
-def _iterate(sweep, max_iter: int, tol: float, what: str, *, n_samples: int = 1):
+def _iterate(sweep, max_iter: int, tol: float, what: str, *, n_samples: int = 1,
+             advice: str = "rescale the data or the prior"):
     """Call ``sweep()`` (which updates every factor once and returns the ELBO)
     until the ELBO changes by less than ``tol * n_samples`` or ``max_iter``
     sweeps are done.
@@ -92,6 +87,8 @@ def _iterate(sweep, max_iter: int, tol: float, what: str, *, n_samples: int = 1)
     ``tol`` is per data point (CONTRIBUTING.md, *the tolerance*); a target with
     no data passes ``n_samples=1``.  With ``tol=0`` every one of the
     ``max_iter`` sweeps runs and no warning is given for stopping there.
+    ``advice`` ends the error raised for an ELBO that is not finite: what the
+    caller should change.
 
     Returns ``(elbos, n_iter, converged)``.
 
@@ -113,7 +110,7 @@ def _iterate(sweep, max_iter: int, tol: float, what: str, *, n_samples: int = 1)
         if not math.isfinite(value):
             raise ValueError(f"{what}: the ELBO became {value} at sweep {sweep_number}; the "
                              "input is beyond what float64 arithmetic can represent here "
-                             "(rescale the data or the prior)")
+                             f"({advice})")
         elbos.append(value)
         if len(elbos) > 1 and abs(elbos[-1] - elbos[-2]) < tol * n_samples:
             converged = True
@@ -214,13 +211,15 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
     ValueError
         If ``loc`` or ``init_loc`` is not a finite 2-vector,
         ``covariance_matrix`` is not symmetric positive definite, or
-        ``max_iter``/``tol`` are invalid.
+        ``max_iter``/``tol`` are invalid; or if the ELBO overflows float64
+        (``init_loc`` too far from ``loc`` for the covariance).
 
     Warns
     -----
     ConvergenceWarning
         If ``tol > 0`` and the ELBO still changed by ``tol`` or more in the
-        last of ``max_iter`` sweeps.
+        last of ``max_iter`` sweeps, or if the ELBO decreased by more than
+        rounding explains.
 
     Notes
     -----
@@ -229,7 +228,12 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
     whatever the size of :math:`\mu` (a target centred at :math:`10^8`
     gives the same fit, shifted).  Each sweep multiplies :math:`e_1` by
     :math:`\rho^2 = \Lambda_{12}^2 / (\Lambda_{11}\Lambda_{22})`, the
-    squared correlation of the target ({eq}`eq-mf-gauss-rate`).
+    squared correlation of the target ({eq}`eq-mf-gauss-rate`).  No inverse
+    of :math:`\Sigma` is formed: with :math:`v_i = 1/\Lambda_{ii}` the ELBO
+    is :math:`\tfrac12 \log(1 - \rho^2) - \tfrac12 e^\top \Lambda e`, and
+    :math:`e^\top \Lambda e = e_1^2/\Sigma_{11} + (e_2 - \Sigma_{12} e_1 /
+    \Sigma_{11})^2 / v_2`, so that a nearly singular target (:math:`|\rho|`
+    within :math:`10^{-12}` of one) still gives an ELBO that never decreases.
 
     References
     ----------
@@ -237,17 +241,18 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
     """
     loc = _vector(loc, "loc", 2)
     cov = check_spd(covariance_matrix, "covariance_matrix", dim=2)
+    if cov.shape != (2, 2):
+        raise ValueError(f"covariance_matrix must be one 2 x 2 matrix; got shape {cov.shape}")
     start = np.zeros(2) if init_loc is None else _vector(init_loc, "init_loc", 2)
     max_iter = check_int(max_iter, "max_iter")
     tol = check_scalar(tol, "tol", nonnegative=True)
 
-    # Lambda_11^-1 Lambda_12 = -Sigma_12 / Sigma_22, and 1 / Lambda_11 is the
-    # conditional variance Sigma_11 - Sigma_12^2 / Sigma_22 (a Schur complement).
+    # -Lambda_11^-1 Lambda_12 = Sigma_12 / Sigma_22, and 1 / Lambda_11 is the conditional
+    # variance Sigma_11 - Sigma_12^2 / Sigma_22 = Sigma_11 (1 - rho^2) (a Schur complement);
+    # rho^2 is the product of the two couplings, which cannot overflow.
     coupling = np.array([cov[0, 1] / cov[1, 1], cov[0, 1] / cov[0, 0]])
-    variances = np.array([cov[0, 0] - cov[0, 1] * coupling[0],
-                          cov[1, 1] - cov[0, 1] * coupling[1]])
-    prec = np.linalg.inv(cov)
-    _, logdet_cov = np.linalg.slogdet(cov)
+    rho2 = coupling[0] * coupling[1]
+    variances = np.diag(cov) * (1.0 - rho2)
     error = start - loc
     path = [start.copy()]
 
@@ -255,13 +260,19 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
         error[0] = coupling[0] * error[1]        # e_1 <- -Lambda_11^-1 Lambda_12 e_2
         error[1] = coupling[1] * error[0]
         path.append(loc + error)
-        # E_q log p(z) = -log|2 pi Sigma| / 2 - (tr(Lambda diag v) + e' Lambda e) / 2
-        expected_log_p = -0.5 * (2 * _LOG_2PI + logdet_cov + prec.diagonal() @ variances
-                                 + error @ prec @ error)
-        entropy = 0.5 * np.sum(_LOG_2PI + 1.0 + np.log(variances))
-        return expected_log_p + entropy
+        # E_q log p(z) + H[q] with v_i = 1 / Lambda_ii, so that tr(Lambda diag v) = 2:
+        #   -log|2 pi Sigma| / 2 - (2 + e' Lambda e) / 2 + sum_i log(2 pi e v_i) / 2
+        #   = log(v_1 / Sigma_11) / 2 - e' Lambda e / 2,
+        # using |Sigma| = Sigma_11 v_2.  The quadratic form is written without Lambda,
+        # e' Lambda e = e_1^2 / Sigma_11 + (e_2 - Sigma_12 e_1 / Sigma_11)^2 / v_2,
+        # so that no entry of an inverse of a nearly singular Sigma enters.
+        residual = error[1] - coupling[1] * error[0]
+        quadratic = error[0] ** 2 / cov[0, 0] + residual**2 / variances[1]
+        return 0.5 * np.log1p(-rho2) - 0.5 * quadratic
 
-    elbos, n_iter, converged = _iterate(sweep, max_iter, tol, "gaussian_2d")
+    elbos, n_iter, converged = _iterate(
+        sweep, max_iter, tol, "gaussian_2d",
+        advice="init_loc is too far from loc for this covariance_matrix: start nearer")
     return GaussianFit(loc=loc + error, scale_tril=np.diag(np.sqrt(variances)),
                        covariance_type="diag", elbos=elbos, n_iter=n_iter, converged=converged,
                        info={"loc_path": np.asarray(path)})
@@ -317,17 +328,31 @@ def _normal_gamma_prior(mu0, lambda0, a0, b0):
 def _statistics_1d(x) -> tuple[np.ndarray, int, float, float]:
     """``x`` validated, with its size, mean and sum of squares about the mean."""
     x = as_float_array(x, "x", ndim=1)
-    xbar = float(x.mean())
-    return x, x.size, xbar, float(np.sum((x - xbar) ** 2))
+    with np.errstate(over="ignore", invalid="ignore"):
+        xbar = x.mean()
+        ss = np.sum((x - xbar) ** 2)
+    if not (np.isfinite(xbar) and np.isfinite(ss)):
+        raise ValueError("x is beyond float64's range here: its mean, or the sum of squares of "
+                         "its deviations from the mean, overflows (largest |x_i| = "
+                         f"{np.abs(x).max():.3g}); rescale x")
+    return x, x.size, float(xbar), float(ss)
 
 
 def _exact_posterior(n, xbar, ss, mu0, lambda0, a0, b0):
-    """(eq-mf-ng-exact), through xbar - mu0 only, so that a common offset of both cancels."""
+    """(eq-mf-ng-exact), through xbar - mu0 only, so that a common offset of both cancels.
+
+    Raises a ValueError naming ``mu0`` if ``b_p`` overflows (``mu0`` too far from the data).
+    """
     lambda_p = lambda0 + n
-    offset = xbar - mu0
-    mu_p = mu0 + (n / lambda_p) * offset
-    b_p = b0 + 0.5 * ss + 0.5 * n * (lambda0 / lambda_p) * offset**2
-    return mu_p, lambda_p, a0 + 0.5 * n, b_p
+    with np.errstate(over="ignore", invalid="ignore"):
+        offset = np.float64(xbar) - mu0
+        mu_p = mu0 + (n / lambda_p) * offset
+        b_p = b0 + 0.5 * ss + 0.5 * n * (lambda0 / lambda_p) * offset**2
+    if not np.isfinite(b_p):
+        raise ValueError(f"mu0 = {mu0:.3g} is too far from the mean of x ({xbar:.3g}) for "
+                         "float64 with these lambda0 and b0: the posterior rate b_p overflows; "
+                         "rescale x and the prior")
+    return float(mu_p), lambda_p, a0 + 0.5 * n, float(b_p)
 
 
 def normal_gamma_posterior(x, *, mu0, lambda0, a0, b0) -> tuple[float, float, float, float]:
@@ -367,7 +392,8 @@ def normal_gamma_posterior(x, *, mu0, lambda0, a0, b0) -> tuple[float, float, fl
     Raises
     ------
     ValueError
-        If ``x`` is not a finite 1-D array or a prior parameter is invalid.
+        If ``x`` is not a finite 1-D array or a prior parameter is invalid, or
+        if ``x``'s spread or its mean's distance from ``mu0`` overflows float64.
 
     References
     ----------
@@ -465,7 +491,9 @@ def normal_gamma_elbo(x, mu_n, lambda_n, a_n, b_n, *, mu0, lambda0, a0, b0) -> f
     Raises
     ------
     ValueError
-        If ``x`` is not a finite 1-D array or a parameter is invalid.
+        If ``x`` is not a finite 1-D array or a parameter is invalid, or if
+        ``x``'s spread overflows float64 or the ELBO does (``mu_n`` or ``mu0``
+        too far from the data for these precisions).
     """
     _, n, xbar, ss = _statistics_1d(x)
     mu0, lambda0, a0, b0 = _normal_gamma_prior(mu0, lambda0, a0, b0)
@@ -473,8 +501,14 @@ def normal_gamma_elbo(x, mu_n, lambda_n, a_n, b_n, *, mu0, lambda0, a0, b0) -> f
     lambda_n = check_scalar(lambda_n, "lambda_n", positive=True)
     a_n = check_scalar(a_n, "a_n", positive=True)
     b_n = check_scalar(b_n, "b_n", positive=True)
-    return float(_normal_gamma_elbo(n, ss, xbar - mu_n, mu_n - mu0, lambda_n, a_n, b_n,
-                                    lambda0, a0, b0))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        value = _normal_gamma_elbo(n, ss, np.float64(xbar) - mu_n, np.float64(mu_n) - mu0,
+                                   lambda_n, a_n, b_n, lambda0, a0, b0)
+    if not np.isfinite(value):
+        raise ValueError(f"the ELBO is beyond float64's range for mu_n={mu_n:.3g}, "
+                         f"lambda_n={lambda_n:.3g}, a_n={a_n:.3g}, b_n={b_n:.3g} (mean of x "
+                         f"{xbar:.3g}, mu0={mu0:.3g}): a squared distance or a precision overflows")
+    return float(value)
 
 
 def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int = 100,
@@ -525,12 +559,14 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
     ValueError
         If ``x`` is not a finite 1-D array, a prior parameter is invalid
         (``lambda0``, ``a0``, ``b0`` must be > 0), or ``init_precision``,
-        ``max_iter`` or ``tol`` are invalid.
+        ``max_iter`` or ``tol`` are invalid; or if ``x``'s spread or its
+        mean's distance from ``mu0`` overflows float64.
 
     Warns
     -----
     ConvergenceWarning
-        If ``tol > 0`` and the rule was not met within ``max_iter`` sweeps.
+        If ``tol > 0`` and the rule was not met within ``max_iter`` sweeps,
+        or if the ELBO decreased by more than rounding explains.
 
     Notes
     -----
@@ -546,6 +582,7 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
     """
     _, n, xbar, ss = _statistics_1d(x)
     mu0, lambda0, a0, b0 = _normal_gamma_prior(mu0, lambda0, a0, b0)
+    _exact_posterior(n, xbar, ss, mu0, lambda0, a0, b0)    # refuses a mu0 beyond float64's reach
     if init_precision is None:
         init_precision = n / ss if ss > 0 and math.isfinite(n / ss) else 1.0
     e_tau = check_scalar(init_precision, "init_precision", positive=True)
@@ -555,12 +592,17 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
     a_n = a0 + 0.5 * (n + 1)                               # (10.29): fixed from the first sweep on
     # (10.26): does not depend on q(tau).  It is written through xbar - mu0, as are the
     # offsets xbar - mu_n and mu_n - mu0 that the rest uses, so a common shift cancels exactly.
-    offset = xbar - mu0
-    mu_n = mu0 + (n / (lambda0 + n)) * offset
-    data_offset = (lambda0 / (lambda0 + n)) * offset       # xbar - mu_n
-    prior_offset = (n / (lambda0 + n)) * offset            # mu_n - mu0
-    # sum_i (x_i - mu_n)^2 + lambda0 (mu_n - mu0)^2, the part of E_mu[...] free of q(mu)'s spread
-    spread = ss + n * data_offset**2 + lambda0 * prior_offset**2
+    with np.errstate(over="ignore", invalid="ignore"):
+        offset = np.float64(xbar) - mu0
+        mu_n = mu0 + (n / (lambda0 + n)) * offset
+        data_offset = (lambda0 / (lambda0 + n)) * offset       # xbar - mu_n
+        prior_offset = (n / (lambda0 + n)) * offset            # mu_n - mu0
+        # sum_i (x_i - mu_n)^2 + lambda0 (mu_n - mu0)^2, the part of E_mu[...] free of
+        # q(mu)'s spread; it is 2 (b_p - b0), so finite where b_p is, up to rounding
+        spread = ss + n * data_offset**2 + lambda0 * prior_offset**2
+    if not np.isfinite(spread):
+        raise ValueError(f"mu0 = {mu0:.3g} is too far from the mean of x ({xbar:.3g}) for "
+                         "float64 with this lambda0; rescale x and the prior")
     state = {"lambda_n": lambda0 * e_tau, "b_n": a_n / e_tau}
     path = [(mu0, state["lambda_n"], a_n, state["b_n"])]
 
@@ -586,12 +628,14 @@ def normal_gamma(x, *, mu0, lambda0, a0, b0, init_precision=None, max_iter: int 
 class UnitVarianceGMMFit:
     r"""The fit returned by :func:`gmm`, in scikit-learn's names.
 
-    :math:`q = \prod_k \mathcal N(\mu_k \mid m_k, s_k^2 I) \prod_i \mathrm{Cat}(c_i \mid \varphi_i)`.
+    :math:`q = \prod_k \mathcal N(\mu_k \mid m_k, s_k^2 I) \prod_i \mathrm{Cat}(z_i \mid r_i)`
+    (Blei et al. (2017) write :math:`c_i` for :math:`z_i` and :math:`\varphi_{ik}` for
+    :math:`r_{ik}`).
 
     Attributes
     ----------
     resp : ndarray of shape (n, K)
-        The responsibilities :math:`\varphi_{ik} = q(c_i = k)`; rows sum to one.
+        The responsibilities :math:`r_{ik} = q(z_i = k)`; rows sum to one.
     means : ndarray of shape (K, d)
         :math:`m_k`, the means of :math:`q(\mu_k)` (scikit-learn's ``means_``).
     mean_precision : ndarray of shape (K,)
@@ -628,20 +672,21 @@ def gmm(X, n_components: int, *, prior_std: float, m0=None, max_iter: int = 200,
     r"""CAVI for the Bayesian mixture of unit-variance Gaussians of Blei et al. (2017).
 
     The model is :math:`\mu_k \sim \mathcal N(m_0, \sigma^2 I)`,
-    :math:`c_i \sim \mathrm{Uniform}\{1, \dots, K\}`,
-    :math:`x_i \mid c_i, \mu \sim \mathcal N(\mu_{c_i}, I)` (Blei et al. take
+    :math:`z_i \sim \mathrm{Uniform}\{1, \dots, K\}`,
+    :math:`x_i \mid z_i, \mu \sim \mathcal N(\mu_{z_i}, I)` (Blei et al. take
     :math:`m_0 = 0`), and the family
-    :math:`q = \prod_k \mathcal N(\mu_k \mid m_k, s_k^2 I) \prod_i \mathrm{Cat}(c_i \mid \varphi_i)`.
-    Implements {eq}`eq-mf-gmm-phi` and {eq}`eq-mf-gmm-m` of Chapter 3; each
-    sweep updates every :math:`\varphi_i` (all at once: they do not depend on
+    :math:`q = \prod_k \mathcal N(\mu_k \mid m_k, s_k^2 I) \prod_i \mathrm{Cat}(z_i \mid r_i)`
+    (Blei et al. write :math:`c_i` and :math:`\varphi_{ik}` for :math:`z_i` and :math:`r_{ik}`).
+    Implements {eq}`eq-mf-gmm-resp` and {eq}`eq-mf-gmm-m` of Chapter 3; each
+    sweep updates every :math:`r_i` (all at once: they do not depend on
     each other), then every :math:`(m_k, s_k^2)`:
 
     .. math::
 
-        \log \varphi_{ik} = x_i^\top m_k - \tfrac12 \big(\lVert m_k \rVert^2 + d s_k^2\big)
+        \log r_{ik} = x_i^\top m_k - \tfrac12 \big(\lVert m_k \rVert^2 + d s_k^2\big)
                             + \text{const}, \qquad
-        s_k^2 = \Big(\frac1{\sigma^2} + \sum_i \varphi_{ik}\Big)^{-1}, \quad
-        m_k = s_k^2 \Big(\frac{m_0}{\sigma^2} + \sum_i \varphi_{ik} x_i\Big).
+        s_k^2 = \Big(\frac1{\sigma^2} + \sum_i r_{ik}\Big)^{-1}, \quad
+        m_k = s_k^2 \Big(\frac{m_0}{\sigma^2} + \sum_i r_{ik} x_i\Big).
 
     The ELBO {eq}`eq-mf-gmm-elbo` keeps every constant.
 
@@ -678,7 +723,9 @@ def gmm(X, n_components: int, *, prior_std: float, m0=None, max_iter: int = 200,
         is not an integer in ``[1, n]`` (or ``n * n_components`` exceeds
         :math:`2^{26}`, about 512 MiB per ``(n, K)`` array), ``prior_std`` is
         out of range, ``m0`` is not a finite vector of length ``d``, or
-        ``max_iter``, ``tol`` or ``seed`` are invalid.
+        ``max_iter``, ``tol`` or ``seed`` are invalid; or if the squared
+        distance of a row of ``X``, or of ``m0``, from the rows' mean overflows
+        float64.
 
     Warns
     -----
@@ -718,42 +765,51 @@ def gmm(X, n_components: int, *, prior_std: float, m0=None, max_iter: int = 200,
     tol = check_scalar(tol, "tol", nonnegative=True)
     rng = as_rng(seed)
 
-    centre = X.mean(axis=0)
-    Xc = X - centre
-    m0c = m0 - centre
+    with np.errstate(over="ignore", invalid="ignore"):
+        centre = X.mean(axis=0)
+        Xc = X - centre
+        m0c = m0 - centre
+        sq_norm_x = np.einsum("ij,ij->i", Xc, Xc)
+        sq_norm_m0 = m0c @ m0c
+    if not np.all(np.isfinite(sq_norm_x)):
+        raise ValueError("X is beyond float64's range here: the rows' mean, or the squared "
+                         "distance of a row from it, overflows (largest |X_ij| = "
+                         f"{np.abs(X).max():.3g}); rescale X")
+    if not np.isfinite(sq_norm_m0):
+        raise ValueError("m0 is too far from the mean of X for float64 (the squared distance "
+                         "overflows); rescale X and m0 together")
     prior_precision = (1.0 / sigma) ** 2                       # 1 / sigma^2
     log_prior_var = 2.0 * np.log(sigma)
     rows = rng.choice(n, size=K, replace=False)
     m = Xc[rows].copy()
     precision = np.ones(K)                                     # 1 / s_k^2
-    sq_norm_x = np.einsum("ij,ij->i", Xc, Xc)
     state = {}
 
     def sweep():
         nonlocal m, precision
-        # (eq-mf-gmm-phi): log phi_ik = x_i' m_k - E[mu_k' mu_k] / 2 + const
+        # (eq-mf-gmm-resp): log r_ik = x_i' m_k - E[mu_k' mu_k] / 2 + const
         e_mu_sq = np.einsum("kj,kj->k", m, m) + d / precision
-        log_phi = Xc @ m.T - 0.5 * e_mu_sq
-        log_phi -= logsumexp(log_phi, axis=1, keepdims=True)
-        phi = np.exp(log_phi)
-        # (eq-mf-gmm-m), with m_k = s_k^2 (m0 / sigma^2 + sum_i phi_ik x_i) written as
+        log_resp = Xc @ m.T - 0.5 * e_mu_sq
+        log_resp -= logsumexp(log_resp, axis=1, keepdims=True)
+        resp = np.exp(log_resp)
+        # (eq-mf-gmm-m), with m_k = s_k^2 (m0 / sigma^2 + sum_i r_ik x_i) written as
         # weights that are at most one, so that no term overflows for extreme sigma
-        nk = phi.sum(axis=0)
+        nk = resp.sum(axis=0)
         precision = prior_precision + nk
         s2 = 1.0 / precision
-        m = (prior_precision / precision)[:, None] * m0c + (phi.T @ Xc) / precision[:, None]
-        state["resp"] = phi
+        m = (prior_precision / precision)[:, None] * m0c + (resp.T @ Xc) / precision[:, None]
+        state["resp"] = resp
         # (eq-mf-gmm-elbo), every constant kept
         e_mu_sq = np.einsum("kj,kj->k", m, m) + d * s2
         dm = m - m0c
         e_log_prior_mu = np.sum(-0.5 * d * (_LOG_2PI + log_prior_var)
                                 - 0.5 * prior_precision * (np.einsum("kj,kj->k", dm, dm) + d * s2))
-        e_log_prior_c = -n * np.log(K)
+        e_log_prior_z = -n * np.log(K)
         e_sq = sq_norm_x[:, None] - 2 * Xc @ m.T + e_mu_sq                # E ||x_i - mu_k||^2
-        e_log_lik = np.sum(phi * (-0.5 * d * _LOG_2PI - 0.5 * e_sq))
-        entropy_c = -np.sum(phi * log_phi)
+        e_log_lik = np.sum(resp * (-0.5 * d * _LOG_2PI - 0.5 * e_sq))
+        entropy_z = -np.sum(resp * log_resp)
         entropy_mu = np.sum(0.5 * d * (_LOG_2PI + 1.0 + np.log(s2)))
-        return e_log_prior_mu + e_log_prior_c + e_log_lik + entropy_c + entropy_mu
+        return e_log_prior_mu + e_log_prior_z + e_log_lik + entropy_z + entropy_mu
 
     elbos, n_iter, converged = _iterate(sweep, max_iter, tol, "gmm", n_samples=n)
     return UnitVarianceGMMFit(resp=state["resp"], means=m + centre, mean_precision=precision,
@@ -765,25 +821,45 @@ def gmm(X, n_components: int, *, prior_std: float, m0=None, max_iter: int = 200,
 # ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class BayesianGMMResult:
-    r"""The fit returned by :func:`bayesian_gmm`, in Bishop's parameterisation.
+class BayesianGMMFit:
+    r"""A fitted variational Gaussian mixture, in Bishop's parameterisation.
 
+    Returned by :func:`bayesian_gmm` (batch CAVI) and by
+    :func:`vicourse.svi.bayesian_gmm` (stochastic VI).
     :math:`q(\pi) = \mathrm{Dir}(\alpha)` and
     :math:`q(\mu_k, \Lambda_k) = \mathcal N(\mu_k \mid m_k, (\beta_k \Lambda_k)^{-1})\,
-    \mathcal W(\Lambda_k \mid W_k, \nu_k)`.
+    \mathcal W(\Lambda_k \mid W_k, \nu_k)`.  The fields keep Bishop's symbols;
+    scikit-learn's ``BayesianGaussianMixture`` names them
+    ``weight_concentration_`` (:math:`\alpha`), ``mean_precision_``
+    (:math:`\beta`), ``means_`` (:math:`m`), ``degrees_of_freedom_``
+    (:math:`\nu`) and ``precisions_`` (:math:`\nu_k W_k`, so
+    ``W = precisions_ / nu``).
 
     Attributes
     ----------
     alpha, beta, nu : ndarray of shape (K,)
     m : ndarray of shape (K, d)
     W : ndarray of shape (K, d, d)
-    resp : ndarray of shape (n, K)
-        :math:`r_{nk} = q(z_n = k)`, the responsibilities from which the
-        parameters above were computed.
+    resp : ndarray of shape (n, K), or None
+        :math:`r_{nk} = q(z_n = k)`.  For CAVI, the responsibilities from
+        which the parameters above were computed; for SVI, those that the
+        returned parameters give every point.  None in the snapshots of an
+        SVI run (``info["snapshots"]``).
     elbos : ndarray of shape (n_iter,)
-        The ELBO after every sweep, with every constant.
+        The recorded bound, in nats, with every constant.  CAVI: the ELBO after
+        every sweep, so ``elbos[-1]`` is the ELBO of the returned fit.  SVI:
+        one minibatch estimate per step (see :func:`vicourse.svi.bayesian_gmm`).
     n_iter : int
+        Sweeps (CAVI) or steps (SVI) run.
     converged : bool
+        Whether the stopping rule was met.
+    alpha0, beta0, m0, W0, nu0
+        The prior the fit was made with, defaults resolved (scikit-learn's
+        ``weight_concentration_prior_``, ``mean_precision_prior_``,
+        ``mean_prior_``, and ``covariance_prior_`` :math:`= W_0^{-1}`,
+        ``degrees_of_freedom_prior_``).
+    info : dict
+        What only one routine records; :func:`vicourse.svi.bayesian_gmm` lists its keys.
     """
 
     alpha: np.ndarray
@@ -791,10 +867,16 @@ class BayesianGMMResult:
     m: np.ndarray
     W: np.ndarray
     nu: np.ndarray
-    resp: np.ndarray
+    resp: np.ndarray | None
     elbos: np.ndarray
     n_iter: int
     converged: bool
+    alpha0: float
+    beta0: float
+    m0: np.ndarray
+    W0: np.ndarray
+    nu0: float
+    info: dict = field(default_factory=dict)
 
     @property
     def weights(self) -> np.ndarray:
@@ -802,76 +884,27 @@ class BayesianGMMResult:
         return self.alpha / self.alpha.sum()
 
     @property
+    def means(self) -> np.ndarray:
+        r""":math:`\mathbb E_q[\mu_k] = m_k`, shape (K, d) (scikit-learn's ``means_``)."""
+        return self.m
+
+    @property
     def covariances(self) -> np.ndarray:
-        r""":math:`\mathbb E_q[\Lambda_k]^{-1} = (\nu_k W_k)^{-1}`, shape (K, d, d)."""
+        r""":math:`\mathbb E_q[\Lambda_k]^{-1} = (\nu_k W_k)^{-1}`, shape (K, d, d) (``covariances_``)."""
         return np.linalg.inv(self.nu[:, None, None] * self.W)
 
 
-class _SecondMoments:
-    """Sums of r_nk x_n x_n^T and quadratic forms x_n^T A_k x_n without (n, K, d, d) arrays.
-
-    A symmetric d x d matrix has p = d(d+1)/2 free entries; with the products
-    f_n = (x_ni x_nj)_{i <= j} (a p x n matrix F) both become one matrix
-    product:  sum_n r_nk x_n x_n^T = unpack(F r)  and
-    x_n^T A_k x_n = f_n . (c * upper(A_k)) with c = 1 on the diagonal, 2 off it.
-    F is formed once when it fits in _FEATURE_BUDGET entries, and block by
-    block in every call otherwise.  F is stored as (p, n) and the products are
-    written F @ r and F.T @ coef: with OpenBLAS the orientation r.T @ F.T of
-    the same product was up to 50 times slower on a busy machine.
-    """
-
-    def __init__(self, X: np.ndarray):
-        self.X = X
-        n, d = X.shape
-        self.iu = np.triu_indices(d)
-        self.c = np.where(self.iu[0] == self.iu[1], 1.0, 2.0)
-        p = self.iu[0].size
-        rows = max(1, _FEATURE_BUDGET // p)
-        self.blocks = [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
-        self.F = self._features(slice(0, n)) if len(self.blocks) == 1 else None
-
-    def _features(self, block: slice) -> np.ndarray:
-        XbT = self.X[block].T
-        return XbT[self.iu[0]] * XbT[self.iu[1]]                      # (p, n_block)
-
-    def quadratic(self, A: np.ndarray) -> np.ndarray:
-        """x_n^T A_k x_n for symmetric A of shape (K, d, d); returns (n, K)."""
-        coef = (A[:, self.iu[0], self.iu[1]] * self.c).T              # (p, K)
-        if self.F is not None:
-            return self.F.T @ coef
-        out = np.empty((self.X.shape[0], A.shape[0]))
-        for block in self.blocks:
-            out[block] = self._features(block).T @ coef
-        return out
-
-    def weighted_sums(self, resp: np.ndarray) -> np.ndarray:
-        """sum_n r_nk x_n x_n^T for resp of shape (n, K); returns (K, d, d)."""
-        if self.F is not None:
-            upper = (self.F @ resp).T
-        else:
-            upper = sum(self._features(block) @ resp[block] for block in self.blocks).T
-        d = self.X.shape[1]
-        out = np.empty((resp.shape[1], d, d))
-        out[:, self.iu[0], self.iu[1]] = upper
-        out[:, self.iu[1], self.iu[0]] = upper
-        return out
-
-
-def _log_wishart_normaliser(W_logdet, nu, d):
-    r""":math:`\log B(W, \nu)` of Bishop (B.79), vectorised over components."""
-    return (-0.5 * nu * W_logdet - 0.5 * nu * d * np.log(2.0)
-            - _multigammaln(0.5 * nu, d))
-
-
-def _multigammaln(a, d):
-    """log Gamma_d(a) for an array ``a`` (scipy.special.multigammaln takes a scalar)."""
-    a = np.asarray(a, dtype=float)
-    return (0.25 * d * (d - 1) * np.log(np.pi)
-            + gammaln(a[..., None] - 0.5 * np.arange(d)).sum(axis=-1))
+def _bayesian_gmm_fit(prior, params, resp, elbos, n_iter, converged, info=None) -> BayesianGMMFit:
+    """Pack the shared implementation's parameters (centred) into the public result."""
+    return BayesianGMMFit(
+        alpha=params.alpha, beta=params.beta, m=params.m + prior.shift, W=params.W, nu=params.nu,
+        resp=resp, elbos=np.asarray(elbos), n_iter=n_iter, converged=converged,
+        alpha0=prior.alpha0, beta0=prior.beta0, m0=prior.m0, W0=prior.W0, nu0=prior.nu0,
+        info={} if info is None else info)
 
 
 def bayesian_gmm(X, resp_init, *, alpha0=None, beta0: float = 1.0, m0=None, W0=None, nu0=None,
-                 max_iter: int = 100, tol: float = 1e-3) -> BayesianGMMResult:
+                 reg_covar: float = 1e-6, max_iter: int = 100, tol: float = 1e-6) -> BayesianGMMFit:
     r"""CAVI for the variational Gaussian mixture of Bishop (2006), Section 10.2.
 
     The model: :math:`\pi \sim \mathrm{Dir}(\alpha_0 \mathbf 1)`;
@@ -889,184 +922,90 @@ def bayesian_gmm(X, resp_init, *, alpha0=None, beta0: float = 1.0, m0=None, W0=N
     and then the parameter factor again, and records the ELBO (10.70)-(10.77)
     with every constant.  This is scikit-learn's order: its
     ``BayesianGaussianMixture`` also runs an M-step from the initial
-    responsibilities and then ``max_iter`` E/M sweeps.
+    responsibilities and then ``max_iter`` E/M sweeps.  The updates are those
+    of :func:`vicourse.svi.bayesian_gmm`, from one implementation.
 
     Parameters
     ----------
-    X : array of shape (n, d)
-    resp_init : array of shape (n, K)
+    X : array of shape (n_samples, n_features)
+        At least 2 rows.
+    resp_init : array of shape (n_samples, K)
         Initial responsibilities; each row sums to one.
     alpha0 : float, > 0, optional
-        Dirichlet concentration of every component; default ``1 / K`` (as scikit-learn).
+        Dirichlet concentration of every component; default ``1 / K`` (as
+        scikit-learn's ``weight_concentration_prior``).
     beta0 : float, > 0
-        Scale of the precision of :math:`\mu_k`; default 1.
-    m0 : array of shape (d,), optional
-        Prior mean of :math:`\mu_k`; default the mean of ``X``.
-    W0 : array of shape (d, d), symmetric positive definite, optional
-        Wishart scale matrix; default the inverse of the sample covariance
-        of ``X`` (scikit-learn's ``covariance_prior`` is :math:`W_0^{-1}`).
-    nu0 : float, > d - 1, optional
-        Wishart degrees of freedom; default ``d``.
+        Scale of the precision of :math:`\mu_k` (``mean_precision_prior``); default 1.
+    m0 : array of shape (n_features,), optional
+        Prior mean of :math:`\mu_k` (``mean_prior``); default the mean of ``X``.
+    W0 : array of shape (n_features, n_features), symmetric positive definite, optional
+        Wishart scale matrix.  Default: the inverse of the sample covariance
+        of ``X`` plus ``reg_covar`` on its diagonal (scikit-learn's
+        ``covariance_prior`` is :math:`W_0^{-1}` and defaults to the sample
+        covariance).
+    nu0 : float, > n_features - 1, optional
+        Wishart degrees of freedom (``degrees_of_freedom_prior``); default ``n_features``.
+    reg_covar : float, >= 0
+        Added to the diagonal of the default :math:`W_0^{-1}`, so that it
+        exists when the points are identical or ``n_features >= n_samples``.
+        Every component's :math:`W_k^{-1}` is at least :math:`W_0^{-1}`
+        (Bishop's (10.62) only adds positive semi-definite terms), so this
+        also floors every component's scale: the prior is the model's
+        safeguard against components that collapse onto a point.  Not used
+        when ``W0`` is given.
     max_iter : int, >= 1
+        Sweeps.
     tol : float, >= 0
+        Stop when the ELBO changes by less than ``tol`` per data point in one
+        sweep, ``abs(elbos[t] - elbos[t-1]) < tol * n_samples``; ``tol=0``
+        runs ``max_iter`` sweeps.
 
     Returns
     -------
-    BayesianGMMResult
+    BayesianGMMFit
 
     Raises
     ------
     ValueError
-        If ``X`` is not finite and 2-D with at least 2 rows, ``resp_init`` is
-        not an (n, K) array whose rows sum to one, a prior parameter is not
-        positive, ``m0`` has the wrong shape, ``W0`` is not positive definite,
-        ``nu0 <= d - 1``, or ``max_iter``/``tol`` are invalid.
+        If ``X`` is not a finite 2-D array with at least 2 rows, ``resp_init``
+        is not an (n_samples, K) array whose rows sum to one, a prior
+        parameter is not positive, ``m0`` or ``W0`` have the wrong shape,
+        ``W0`` is not positive definite, ``nu0 <= n_features - 1``, the default
+        ``W0`` does not exist (``reg_covar=0`` with identical points or
+        ``n_features >= n_samples``), or ``max_iter``/``tol`` are invalid; and
+        if the bound becomes non-finite (data too extreme for float64).
+
+    Warns
+    -----
+    vicourse.ConvergenceWarning
+        If ``tol > 0`` and the fit stops at ``max_iter`` without converging,
+        or if the ELBO decreases between sweeps by more than rounding (CAVI
+        never decreases it: the symptom of a wrong update).
 
     Notes
     -----
-    Two rewrites keep every step a few matrix products over the data (no
-    ``(n, K, d)`` or ``(n, K, d, d)`` temporaries): the data are centred at
-    their mean (the model is translation equivariant when :math:`m_0` moves
-    with them), and the scatter matrix of (10.62) is formed from raw moments,
-
-    .. math::
-
-        W_k^{-1} = W_0^{-1} + \sum_n r_{nk} x_n x_n^\top + \beta_0 m_0 m_0^\top
-                   - \beta_k m_k m_k^\top,
-
-    which equals Bishop's :math:`W_0^{-1} + N_k S_k + \frac{\beta_0 N_k}{\beta_0
-    + N_k} (\bar x_k - m_0)(\bar x_k - m_0)^\top` and never divides by
-    :math:`N_k`, so an emptied component is harmless.  Likewise
-    :math:`(x_n - m_k)^\top W_k (x_n - m_k)` is expanded into products with
-    :math:`x_n x_n^\top`, :math:`x_n` and a constant.
+    Each sweep is a few matrix products over blocks of rows: the E-step
+    writes :math:`(x_n - m_k)^\top W_k (x_n - m_k) = \lVert P_k (x_n - m_k) \rVert^2`
+    with :math:`W_k = P_k^\top P_k` as one product for all components, and
+    the statistics :math:`N_k, \bar x_k, N_k S_k` of each block are merged
+    into the total in mean-and-scatter form (Chan, Golub and LeVeque's
+    pairwise update), never as raw second moments, whose difference loses
+    the scatter to rounding when a point lies far from the rest.  Working
+    memory beyond the returned responsibilities does not grow with
+    ``n_samples``.
 
     References
     ----------
     Bishop (2006), Section 10.2, equations (10.46)-(10.77) (with the erratum
     :math:`\nu_k = \nu_0 + N_k` in (10.63)); scikit-learn's
-    ``sklearn/mixture/_bayesian_mixture.py``.
+    ``sklearn/mixture/_bayesian_mixture.py``; Chan, Golub and LeVeque (1979),
+    "Updating formulae and a pairwise algorithm for computing sample variances".
     """
-    X = _data_2d(X)
-    n, d = X.shape
-    resp = check_probability_vector(resp_init, "resp_init")
-    if resp.ndim != 2 or resp.shape[0] != n:
-        raise ValueError(f"resp_init must have shape (n, K) with n = {n} rows of X; got {resp.shape}")
-    K = resp.shape[1]
-    alpha0 = 1.0 / K if alpha0 is None else check_scalar(alpha0, "alpha0", positive=True)
-    beta0 = check_scalar(beta0, "beta0", positive=True)
-    shift = X.mean(axis=0)
-    m0 = shift.copy() if m0 is None else as_float_array(m0, "m0", ndim=1)
-    if m0.shape != (d,):
-        raise ValueError(f"m0 must have shape ({d},); got {m0.shape}")
-    if W0 is None:
-        W0 = np.linalg.inv(np.atleast_2d(np.cov(X.T)))
-        W0 = 0.5 * (W0 + W0.T)
-    W0 = check_spd(W0, "W0", dim=d)
-    nu0 = float(d) if nu0 is None else check_scalar(nu0, "nu0")
-    if nu0 <= d - 1:
-        raise ValueError(f"nu0 must be > d - 1 = {d - 1}; got {nu0}")
-    max_iter = check_int(max_iter, "max_iter")
-    tol = check_scalar(tol, "tol", nonnegative=True)
-
-    Xc = X - shift
-    m0c = m0 - shift
-    moments = _SecondMoments(Xc)
-    W0_inv = np.linalg.inv(W0)
-    _, W0_logdet = np.linalg.slogdet(W0)
-    dims = np.arange(d)
-
-    # Wishart log normaliser of the prior, log B(W0, nu0) (B.79); a constant of the fit.
-    log_B0 = _log_wishart_normaliser(W0_logdet, nu0, d)
-    log_C0 = gammaln(K * alpha0) - K * gammaln(alpha0)
-
-    def m_step(resp):
-        """(10.58)-(10.63) from resp; returns the parameters and the statistics."""
-        nk = resp.sum(axis=0)
-        sx = (Xc.T @ resp).T                                   # N_k xbar_k, (K, d); see _SecondMoments
-        sxx = moments.weighted_sums(resp)                      # sum_n r_nk x_n x_n', (K, d, d)
-        alpha = alpha0 + nk
-        beta = beta0 + nk
-        m = (beta0 * m0c + sx) / beta[:, None]
-        W_inv = (W0_inv + sxx + beta0 * np.outer(m0c, m0c)
-                 - beta[:, None, None] * m[:, :, None] * m[:, None, :])
-        W_inv = 0.5 * (W_inv + np.swapaxes(W_inv, 1, 2))
-        nu = nu0 + nk
-        chol = np.linalg.cholesky(W_inv)                       # W_inv = L L'
-        chol_inv = np.linalg.inv(chol)
-        W = np.swapaxes(chol_inv, 1, 2) @ chol_inv             # W = L^-T L^-1
-        W_logdet = -2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-        return dict(alpha=alpha, beta=beta, m=m, W=W, nu=nu, W_logdet=W_logdet,
-                    nk=nk, sx=sx, sxx=sxx)
-
-    def expectations(p):
-        e_log_pi = digamma(p["alpha"]) - digamma(p["alpha"].sum())                    # (10.66)
-        e_log_det = (digamma(0.5 * (p["nu"][:, None] - dims)).sum(axis=1)
-                     + d * np.log(2.0) + p["W_logdet"])                             # (10.65)
-        return e_log_pi, e_log_det
-
-    def e_step(p):
-        """(10.64)-(10.67): log r_nk, from the current parameter factor."""
-        e_log_pi, e_log_det = expectations(p)
-        W, m = p["W"], p["m"]
-        Wm = np.einsum("kij,kj->ki", W, m)                     # W_k m_k, (K, d)
-        mWm = np.einsum("ki,ki->k", m, Wm)
-        # (x - m_k)' W_k (x - m_k) = x' W_k x - 2 x' W_k m_k + m_k' W_k m_k
-        quad = moments.quadratic(W) - 2.0 * (Xc @ Wm.T) + mWm
-        log_rho = (e_log_pi + 0.5 * e_log_det - 0.5 * d * _LOG_2PI
-                   - 0.5 * (d / p["beta"] + p["nu"] * quad))
-        return log_rho
-
-    def elbo(resp, log_resp, p):
-        """(10.70)-(10.77) with every constant."""
-        e_log_pi, e_log_det = expectations(p)
-        alpha, beta, m, W, nu, nk = p["alpha"], p["beta"], p["m"], p["W"], p["nu"], p["nk"]
-        # sum_n r_nk (x_n - m_k)(x_n - m_k)' = Sxx_k - sx_k m_k' - m_k sx_k' + N_k m_k m_k'
-        scatter = (p["sxx"] - p["sx"][:, :, None] * m[:, None, :] - m[:, :, None] * p["sx"][:, None, :]
-                   + nk[:, None, None] * m[:, :, None] * m[:, None, :])
-        tr_WS = np.einsum("kij,kji->k", W, scatter)
-        # (10.71) E log p(X | Z, mu, Lambda)
-        e_log_lik = 0.5 * np.sum(nk * (e_log_det - d / beta - d * _LOG_2PI) - nu * tr_WS)
-        # (10.72) E log p(Z | pi) and (10.75) E log q(Z)
-        e_log_pz = nk @ e_log_pi
-        e_log_qz = np.sum(resp * log_resp)
-        # (10.73) E log p(pi) and (10.76) E log q(pi)
-        e_log_ppi = log_C0 + (alpha0 - 1.0) * e_log_pi.sum()
-        e_log_qpi = gammaln(alpha.sum()) - gammaln(alpha).sum() + (alpha - 1.0) @ e_log_pi
-        # (10.74) E log p(mu, Lambda)
-        dm = m - m0c
-        mahal = np.einsum("ki,kij,kj->k", dm, W, dm)
-        tr_W0inv_W = np.einsum("ij,kji->k", W0_inv, W)
-        e_log_pml = (0.5 * np.sum(d * np.log(beta0 / (2 * np.pi)) + e_log_det - d * beta0 / beta
-                                  - beta0 * nu * mahal)
-                     + K * log_B0 + 0.5 * (nu0 - d - 1.0) * e_log_det.sum()
-                     - 0.5 * np.sum(nu * tr_W0inv_W))
-        # (10.77) E log q(mu, Lambda), with H[q(Lambda_k)] of (B.82)
-        log_B = _log_wishart_normaliser(p["W_logdet"], nu, d)
-        entropy_lambda = -log_B - 0.5 * (nu - d - 1.0) * e_log_det + 0.5 * nu * d
-        e_log_qml = np.sum(0.5 * e_log_det + 0.5 * d * np.log(beta / (2 * np.pi)) - 0.5 * d
-                           - entropy_lambda)
-        return e_log_lik + e_log_pz + e_log_ppi + e_log_pml - e_log_qz - e_log_qpi - e_log_qml
-
-    with np.errstate(under="ignore"):
-        log_resp0 = np.log(np.maximum(resp, np.finfo(float).tiny))
-    state = {"params": m_step(resp), "resp": resp, "log_resp": log_resp0}
-
-    def sweep():
-        log_rho = e_step(state["params"])
-        # Normalise in log space, as scipy.special.logsumexp does (shift by the row maximum),
-        # written out because resp = exp(log_resp) is needed too: one exp instead of two,
-        # and scipy's general-purpose function costs several times more at this size.
-        row_max = log_rho.max(axis=1, keepdims=True)
-        with np.errstate(under="ignore"):
-            unnorm = np.exp(log_rho - row_max)
-        total = unnorm.sum(axis=1, keepdims=True)
-        resp = unnorm / total
-        log_resp = log_rho - (row_max + np.log(total))
-        params = m_step(resp)
-        state.update(params=params, resp=resp, log_resp=log_resp)
-        return elbo(resp, log_resp, params)
-
-    elbos, n_iter, converged = _iterate(sweep, max_iter, tol, "bayesian_gmm")
-    p = state["params"]
-    return BayesianGMMResult(p["alpha"], p["beta"], p["m"] + shift, p["W"], p["nu"], state["resp"],
-                             elbos, n_iter, converged)
+    with _vbgmm.one_blas_thread():
+        X, resp, prior = _vbgmm.check_problem(X, resp_init, alpha0=alpha0, beta0=beta0, m0=m0,
+                                              W0=W0, nu0=nu0, reg_covar=reg_covar)
+        max_iter = check_int(max_iter, "max_iter")
+        tol = check_scalar(tol, "tol", nonnegative=True)
+        params, resp, elbos, n_iter, converged = _vbgmm.fit_cavi(X, resp, prior,
+                                                                 max_iter=max_iter, tol=tol)
+    return _bayesian_gmm_fit(prior, params, resp, elbos, n_iter, converged)

@@ -139,8 +139,8 @@ def importance_sample(log_joint, q, num_samples, *, generator=None):
 
     .. math::
 
-        z_s \sim q, \qquad
-        \log w_s = \log p(x, z_s) - \log q(z_s), \qquad s = 1, \dots, S.
+        z^{(s)} \sim q, \qquad
+        \log w_s = \log p(x, z^{(s)}) - \log q(z^{(s)}), \qquad s = 1, \dots, S.
 
     Parameters
     ----------
@@ -198,15 +198,16 @@ def importance_log_evidence(log_joint, q, num_samples, *, generator=None):
 
     .. math::
 
-        \hat p(x) = \frac1S \sum_{s=1}^S w_s, \qquad
-        \mathbb E_q[\hat p(x)] = p(x),
+        \widehat{p(x)} = \frac1S \sum_{s=1}^S w_s, \qquad
+        \mathbb E_q[\widehat{p(x)}] = p(x),
 
-    and returns :math:`\log \hat p(x)` (a logsumexp, never an overflow)
+    and returns :math:`\log \widehat{p(x)}` (a logsumexp, never an overflow)
     together with the Pareto :math:`\hat k` of the weights (:func:`psis`),
-    which says whether the estimate can be trusted.  :math:`\hat p(x)` is
+    which says whether the estimate can be trusted.  :math:`\widehat{p(x)}` is
     unbiased; its logarithm is biased low (Jensen), and its expectation is the
     importance-weighted bound :math:`\mathcal L_S` of Chapter 6's
-    {eq}`eq-vae-iwae`, which rises to :math:`\log p(x)` as :math:`S` grows.
+    {eq}`eq-vae-iwae`, which never decreases as :math:`S` grows and tends to
+    :math:`\log p(x)` when the weights are bounded (Burda et al., 2016).
 
     Parameters
     ----------
@@ -224,7 +225,7 @@ def importance_log_evidence(log_joint, q, num_samples, *, generator=None):
     Returns
     -------
     estimate : float
-        :math:`\log \hat p(x)`, the raw (unsmoothed) estimate.
+        :math:`\log \widehat{p(x)}`, the raw (unsmoothed) estimate.
     k_hat : float
         The generalised Pareto shape of the weights' right tail: below
         :func:`pareto_k_threshold` the estimate is reliable; above 0.7 it is
@@ -282,6 +283,11 @@ def effective_sample_size(log_weights) -> float:
     Kong (1992); Owen (2013), Section 9.3.
     """
     lw = _check_log_weights(log_weights)
+    # The ratio ignores a common factor: shifted, the log weights are <= 0 and doubling them
+    # cannot overflow.  (A shift beyond the float range gives -inf, a weight of zero relative
+    # to the largest, which is what it is.)
+    with np.errstate(over="ignore"):
+        lw -= lw.max()
     return float(np.exp(2.0 * _logsumexp(lw) - _logsumexp(2.0 * lw)))
 
 
@@ -373,14 +379,17 @@ def psis(log_weights):
         (at most 0.7) the smoothed estimates are reliable; above 0.7 the
         tail is so heavy that no feasible number of draws makes them so.
         ``-inf`` when every non-zero weight is the same (``q`` proportional to
-        the target where it puts mass): there is no tail to fit.
+        the target where it puts mass): there is no tail to fit.  ``inf`` when
+        fewer than 5 weights exceed :math:`e^{-708}` times the largest (the
+        floor of the cutoff): a few weights outweigh all the others, and the
+        log weights are returned normalised but not smoothed.
 
     Raises
     ------
     ValueError
         If ``log_weights`` is not 1-D, has fewer than 21 entries, contains NaN
         or ``+inf``, is all ``-inf``, or, not being constant, has fewer than
-        5 values above the cutoff (ties).
+        5 values above a cutoff that was not floored (ties).
 
     References
     ----------
@@ -391,7 +400,8 @@ def psis(log_weights):
     lw = _check_log_weights(log_weights, minimum=MIN_PSIS_SAMPLES)
     num = lw.size
     tail_len = int(math.ceil(min(num / 5.0, 3.0 * math.sqrt(num))))
-    x = lw - lw.max()
+    with np.errstate(over="ignore"):   # -inf: a weight of zero relative to the largest
+        x = lw - lw.max()
     # The (M + 1)-th largest log weight, in O(S): only the tail needs sorting.
     cutoff = max(float(np.partition(x, num - tail_len - 1)[num - tail_len - 1]), _LOG_TINY)
     tail = np.flatnonzero(x > cutoff)
@@ -401,6 +411,12 @@ def psis(log_weights):
         # it puts mass, and the weights have no tail at all.
         out = np.where(finite, -math.log(int(finite.sum())), -np.inf)
         return out, -math.inf
+    if tail.size < _MIN_TAIL and cutoff == _LOG_TINY:
+        # The cutoff was floored: all but a few weights are below exp(-708) times the
+        # largest, so those few dominate.  No tail can be fitted, and none is needed to say
+        # that the weights cannot be trusted: k-hat is infinite (as in ArviZ and loo), and
+        # the weights are returned normalised but not smoothed.
+        return x - _logsumexp(x), math.inf
     if tail.size < _MIN_TAIL:
         raise ValueError(f"log_weights must have at least {_MIN_TAIL} distinct values in its "
                          f"largest {tail_len} to fit a tail; got {tail.size} above the cutoff "
@@ -500,12 +516,24 @@ def vsbc_test(probabilities):
     r"""Test each column of VSBC probabilities for symmetry about 1/2.
 
     Implements the test of {eq}`eq-diag-vsbc-test` of Chapter 7: the Wilcoxon
-    signed-rank test of :math:`p_{mj} - 1/2` (``scipy.stats.wilcoxon``), whose
-    null hypothesis is exactly that the distribution of :math:`p_{\cdot j}` is
-    symmetric about 1/2.  A small p-value says it is not, so the fits' point
-    estimate of coordinate :math:`j` is biased.  Mass near 1 (a median above
-    1/2) means the true value usually lies above the fit, so the fit
-    underestimates; mass near 0, the reverse.
+    signed-rank test of :math:`p_{mj} - 1/2`, whose null hypothesis is exactly
+    that the distribution of :math:`p_{\cdot j}` is symmetric about 1/2.  A
+    small p-value says it is not, so the fits' point estimate of coordinate
+    :math:`j` is biased.  Mass near 1 (a median above 1/2, a positive
+    statistic) means the true value usually lies above the fit, so the fit
+    underestimates; mass near 0 (a negative statistic), the reverse.
+
+    .. math::
+
+        W_j = \sum_{m=1}^M \operatorname{sign}\big(p_{mj} - \tfrac12\big)\, R_{mj},
+
+    with :math:`R_{mj}` the rank of :math:`\lvert p_{mj} - \tfrac12\rvert` among
+    the non-zero differences of the column (ties share their mean rank; a
+    difference of exactly zero is dropped, as in ``scipy.stats.wilcoxon``,
+    which gives the p-value).  scipy reports :math:`\min(W^+, W^-)` instead,
+    the smaller of the sums of positive and negative ranks; with :math:`n`
+    non-zero differences, :math:`W^+ + W^- = n(n + 1)/2` and
+    :math:`W_j = W^+ - W^-`, so it carries no sign.
 
     Yao et al. (2018) compare the column with its mirror image
     :math:`1 - p_{mj}` by a two-sample Kolmogorov-Smirnov test instead; the
@@ -520,8 +548,11 @@ def vsbc_test(probabilities):
 
     Returns
     -------
-    statistic, pvalue : ndarray of shape (d,)
-        The signed-rank statistic and the two-sided p-value of each column.
+    statistic : ndarray of shape (d,)
+        :math:`W_j`, the signed-rank statistic of each column: its sign is the
+        direction of the asymmetry.
+    pvalue : ndarray of shape (d,)
+        The two-sided p-value of each column.
 
     Raises
     ------
@@ -543,8 +574,12 @@ def vsbc_test(probabilities):
     if np.any(np.all(p == 0.5, axis=0)):
         raise ValueError("probabilities must not be 1/2 in every row of a column: there is "
                          "nothing to test")
-    result = stats.wilcoxon(p - 0.5, axis=0)
-    return np.atleast_1d(result.statistic).astype(float), np.atleast_1d(result.pvalue)
+    diff = p - 0.5
+    pvalue = np.atleast_1d(stats.wilcoxon(diff, axis=0).pvalue)
+    # The zero differences hold the lowest ranks of |diff|; dropping them lowers every other
+    # rank by their number (their own sign is 0, so their rank does not count).
+    ranks = stats.rankdata(np.abs(diff), axis=0) - (diff == 0).sum(axis=0)
+    return (np.sign(diff) * ranks).sum(axis=0), pvalue
 
 
 # --------------------------------------------------------------------------- NUTS

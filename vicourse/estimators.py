@@ -35,10 +35,13 @@ of the score-function estimator.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vicourse._gaussian import check_covariance_type, check_loc_scale_tril
 from vicourse._validation import (
+    all_finite,
     call_log_density,
     check_callable,
     check_generator,
@@ -65,6 +68,24 @@ def _check_gaussian(loc, scale_tril, covariance_type, num_samples):
                          f"at most {MAX_ENTRIES} (2 GiB of per-sample gradients); got "
                          f"num_samples={num_samples} with d={dim}")
     return torch.from_numpy(loc.copy()), torch.from_numpy(tril.copy()), covariance_type, num_samples
+
+
+def _check_estimates(grads, name: str, advice: str):
+    """Return ``grads`` if every single-sample estimate is finite; else raise, naming ``name``.
+
+    A gradient of ``name`` that is NaN or infinite where its values are finite
+    (a ``torch.where`` over a branch whose derivative is NaN, a square root at
+    zero), or a product that overflows float64, would otherwise come back as a
+    silent NaN or infinity.
+    """
+    for grad in grads:
+        if not all_finite(grad):
+            bad = ~torch.isfinite(grad.reshape(grad.shape[0], -1)).all(1)
+            rows = torch.nonzero(bad).flatten()[:3].tolist()
+            raise ValueError(f"{name} gave {int(bad.sum())} of {grad.shape[0]} single-sample "
+                             f"gradient estimates that are not finite (first at rows {rows}): "
+                             f"{advice}")
+    return grads
 
 
 def _draw(loc: torch.Tensor, scale_tril: torch.Tensor, num_samples: int, generator):
@@ -95,13 +116,13 @@ def _scale_grad(left: torch.Tensor, eps: torch.Tensor, scale_tril: torch.Tensor,
 
 
 def _score(eps: torch.Tensor, scale_tril: torch.Tensor, covariance_type: str):
-    r"""The score :math:`\nabla_\lambda \log q_\lambda(z_s)` at :math:`z_s = \mu + L\epsilon_s`, closed form.
+    r"""The closed-form score :math:`\nabla_\lambda \log q_\lambda` at :math:`\mu + L\epsilon^{(s)}`.
 
     Implements {eq}`eq-grad-gaussian-score` of Chapter 5.  Diagonal family:
-    :math:`\epsilon_{s,i} / \sigma_i` in :math:`\mu_i` and
-    :math:`\epsilon_{s,i}^2 - 1` in :math:`\log\sigma_i`.  Full family, with
-    :math:`u_s = L^{-\top}\epsilon_s = \Sigma^{-1}(z_s - \mu)`: :math:`u_s` in
-    :math:`\mu`, and the lower triangle of :math:`u_s \epsilon_s^\top` in
+    :math:`\epsilon^{(s)}_i / \sigma_i` in :math:`\mu_i` and
+    :math:`(\epsilon^{(s)}_i)^2 - 1` in :math:`\log\sigma_i`.  Full family, with
+    :math:`u^{(s)} = L^{-\top}\epsilon^{(s)} = \Sigma^{-1}(z^{(s)} - \mu)`: :math:`u^{(s)}` in
+    :math:`\mu`, and the lower triangle of :math:`u^{(s)} \epsilon^{(s)\top}` in
     :math:`L` (the derivative of :math:`-\tfrac12 \lVert L^{-1}(z - \mu) \rVert^2`
     at fixed :math:`z`) minus :math:`1/L_{jj}` on the diagonal (that of
     :math:`-\log\lvert\det L\rvert`), taken to :math:`\tilde L`.
@@ -120,17 +141,17 @@ def score_function_grads(f, loc, scale_tril, num_samples, *, covariance_type="fu
 
     Implements {eq}`eq-grad-score` of Chapter 5, with the baseline of
     {eq}`eq-grad-baseline` and the Gaussian score of
-    {eq}`eq-grad-gaussian-score`: for :math:`z_s = \mu + L \epsilon_s`,
-    :math:`\epsilon_s \sim \mathcal N(0, I)`,
+    {eq}`eq-grad-gaussian-score`: for :math:`z^{(s)} = \mu + L \epsilon^{(s)}`,
+    :math:`\epsilon^{(s)} \sim \mathcal N(0, I)`,
 
     .. math::
 
-        \hat g_s = \big(f(z_s) - b\big)\, \nabla_\lambda \log q_\lambda(z_s),
+        \hat g_s = \big(f(z^{(s)}) - b\big)\, \nabla_\lambda \log q_\lambda(z^{(s)}),
         \qquad
-        \frac{\partial \log q}{\partial \mu_i} = \frac{z_{s,i} - \mu_i}{\sigma_i^2}
-        = \frac{\epsilon_{s,i}}{\sigma_i},
+        \frac{\partial \log q}{\partial \mu_i} = \frac{z^{(s)}_i - \mu_i}{\sigma_i^2}
+        = \frac{\epsilon^{(s)}_i}{\sigma_i},
         \qquad
-        \frac{\partial \log q}{\partial \log\sigma_i} = \epsilon_{s,i}^2 - 1
+        \frac{\partial \log q}{\partial \log\sigma_i} = (\epsilon^{(s)}_i)^2 - 1
 
     for the diagonal family (the full family's score is in the Notes).  The
     samples are drawn without gradient (as ``Distribution.sample`` would) and
@@ -155,7 +176,8 @@ def score_function_grads(f, loc, scale_tril, num_samples, *, covariance_type="fu
     covariance_type : {"full", "diag"}
         The family, which fixes the parameterisation of the returned gradients.
     generator : torch.Generator, optional
-        Source of the noise :math:`\epsilon`; the global torch state is left untouched.
+        Source of the noise :math:`\epsilon`; ``None`` draws from torch's global
+        generator, as torch does.
     baseline : float, optional
         The constant :math:`b`; ``None`` means :math:`b = 0`.
 
@@ -174,14 +196,15 @@ def score_function_grads(f, loc, scale_tril, num_samples, *, covariance_type="fu
         If ``f`` is not callable or returns a shape other than (S,) or
         non-finite values; ``loc`` and ``scale_tril`` are not a valid Gaussian
         of the family; ``num_samples < 1`` or too large; ``generator`` is not
-        a :class:`torch.Generator`; or ``baseline`` is not a finite number.
+        a :class:`torch.Generator`; ``baseline`` is not a finite number; or an
+        estimate overflows float64 (values of ``f`` too large for the score).
 
     Notes
     -----
-    Full family, with :math:`u_s = L^{-\top} \epsilon_s = \Sigma^{-1}(z_s - \mu)`:
-    :math:`\partial \log q / \partial \mu = u_s`, and for :math:`j \ge k`
-    :math:`\partial \log q / \partial L_{jk} = u_{s,j} \epsilon_{s,k} - \delta_{jk} / L_{jj}`,
-    which on the diagonal becomes :math:`u_{s,j}\epsilon_{s,j} L_{jj} - 1` in
+    Full family, with :math:`u^{(s)} = L^{-\top} \epsilon^{(s)} = \Sigma^{-1}(z^{(s)} - \mu)`:
+    :math:`\partial \log q / \partial \mu = u^{(s)}`, and for :math:`j \ge k`
+    :math:`\partial \log q / \partial L_{jk} = u^{(s)}_j \epsilon^{(s)}_k - \delta_{jk} / L_{jj}`,
+    which on the diagonal becomes :math:`u^{(s)}_j\epsilon^{(s)}_j L_{jj} - 1` in
     :math:`\log L_{jj}`.
 
     References
@@ -200,7 +223,9 @@ def score_function_grads(f, loc, scale_tril, num_samples, *, covariance_type="fu
         score_loc, score_scale = _score(eps, tril, covariance_type)
         weight = values - baseline
         per_sample = weight.reshape(-1, *[1] * (score_scale.dim() - 1))  # (S, 1) or (S, 1, 1)
-        return weight[:, None] * score_loc, per_sample * score_scale
+        grads = weight[:, None] * score_loc, per_sample * score_scale
+    return _check_estimates(grads, "f", "(f(z) - baseline) times the score overflows "
+                            "float64; subtract a baseline near the values of f, or rescale f")
 
 
 def reparam_grads(f, loc, scale_tril, num_samples, *, covariance_type="full", generator=None):
@@ -212,14 +237,14 @@ def reparam_grads(f, loc, scale_tril, num_samples, *, covariance_type="full", ge
 
     .. math::
 
-        \hat g_s^{\mu} = \nabla_z f(z_s), \qquad
-        \hat g_s^{L_{jk}} = \big(\nabla_z f(z_s)\big)_j\, \epsilon_{s,k} \quad (j \ge k),
+        \hat g_s^{\mu} = \nabla_z f(z^{(s)}), \qquad
+        \hat g_s^{L_{jk}} = \big(\nabla_z f(z^{(s)})\big)_j\, \epsilon^{(s)}_k \quad (j \ge k),
 
     which for the diagonal family is
-    :math:`\hat g_s^{\log\sigma} = \nabla_z f(z_s) \odot \sigma \odot \epsilon_s`
+    :math:`\hat g_s^{\log\sigma} = \nabla_z f(z^{(s)}) \odot \sigma \odot \epsilon^{(s)}`
     (a diagonal entry is multiplied by :math:`L_{jj}` in :math:`\log L_{jj}`).
-    One backward pass through :math:`\sum_s f(z_s)` yields every
-    :math:`\nabla_z f(z_s)` at once, because ``f`` acts on the rows of its
+    One backward pass through :math:`\sum_s f(z^{(s)})` yields every
+    :math:`\nabla_z f(z^{(s)})` at once, because ``f`` acts on the rows of its
     input independently (as a log-density of independent samples does).
 
     Parameters
@@ -238,9 +263,9 @@ def reparam_grads(f, loc, scale_tril, num_samples, *, covariance_type="full", ge
     Raises
     ------
     ValueError
-        As :func:`score_function_grads`, and if the output of ``f`` does not
+        As :func:`score_function_grads`, if the output of ``f`` does not
         depend on its input through torch operations (so it cannot be
-        differentiated).
+        differentiated), and if its gradient is NaN or infinite at a sample.
 
     References
     ----------
@@ -258,7 +283,9 @@ def reparam_grads(f, loc, scale_tril, num_samples, *, covariance_type="full", ge
     with torch.enable_grad():
         values = call_log_density(f, z, "f", differentiable=True)
         (grad_z,) = torch.autograd.grad(values.sum(), z)
-    return grad_z, _scale_grad(grad_z, eps, tril, covariance_type)
+    return _check_estimates((grad_z, _scale_grad(grad_z, eps, tril, covariance_type)), "f",
+                            "the gradient of f is NaN or infinite there (a torch.where whose "
+                            "other branch has a NaN derivative, say) or overflows float64")
 
 
 def optimal_baseline(f, loc, scale_tril, num_samples, *, covariance_type="full",
@@ -294,7 +321,7 @@ def optimal_baseline(f, loc, scale_tril, num_samples, *, covariance_type="full",
     Raises
     ------
     ValueError
-        As :func:`score_function_grads`.
+        As :func:`score_function_grads`, and if the estimate is not finite.
 
     References
     ----------
@@ -310,4 +337,8 @@ def optimal_baseline(f, loc, scale_tril, num_samples, *, covariance_type="full",
         values = call_log_density(f, z, "f")
         score_loc, score_scale = _score(eps, tril, covariance_type)
         h_sq = score_loc.square().sum(-1) + score_scale.square().flatten(1).sum(-1)
-        return float((values * h_sq).mean() / h_sq.mean())
+        b_star = float((values * h_sq).mean() / h_sq.mean())
+    if not math.isfinite(b_star):
+        raise ValueError(f"f gave values whose score-weighted mean overflows float64 (b* = "
+                         f"{b_star}); rescale f or shift it by a constant near its values")
+    return b_star

@@ -8,7 +8,9 @@ whole ELBO, an optional decreasing step size, optional iterate averaging, and
 a stopping rule for a noisy bound.  :func:`elbo_grads` returns the
 single-sample gradient estimates that one step of that fit averages, so that
 their variance can be studied (for example the "sticking the landing"
-estimator at the optimum).
+estimator at the optimum).  :func:`logistic_regression_log_joint` is the
+log joint of the chapter's non-conjugate example, Bayesian logistic
+regression.
 
 A Gaussian is ``loc`` :math:`\\mu` and ``scale_tril`` :math:`L`; the family is
 ``covariance_type="full"`` or ``"diag"``; gradients are taken in the one
@@ -56,11 +58,12 @@ from vicourse._validation import (
     check_scalar,
     check_seed,
 )
-from vicourse.estimators import MAX_ENTRIES, _draw
+from vicourse.estimators import MAX_ENTRIES, _check_estimates, _draw
 from vicourse.exceptions import ConvergenceWarning
 from vicourse.flows import Flow, FlowFit
 
-__all__ = ["ESTIMATORS", "BASELINES", "elbo_grads", "fit_flow", "fit_gaussian"]
+__all__ = ["ESTIMATORS", "BASELINES", "elbo_grads", "fit_flow", "fit_gaussian",
+           "logistic_regression_log_joint"]
 
 #: The gradient estimators of the ELBO: pathwise or score function.
 ESTIMATORS = ("reparam", "score")
@@ -70,6 +73,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 #: Largest dimension: a full family's d x d parameters (and Adam's two moments of them)
 #: must fit in memory.
 MAX_DIM = 2**13
+#: Most logits (rows of z times data points) a log joint forms at once: 32 MiB of float64.
+_LOGIT_BLOCK = 2**22
 
 
 # --------------------------------------------------------------------------- the driver
@@ -141,16 +146,19 @@ def _stochastic_ascent(objective: Callable[[int], tuple[torch.Tensor, torch.Tens
     (:math:`\sum_t \eta_t = \infty`, :math:`\sum_t \eta_t^2 < \infty`) for
     :math:`\kappa \in (1/2, 1]`.
 
-    Stopping rule (Stan's ADVI, ``tol_rel_obj``): the recorded ELBO estimates
-    are averaged over consecutive windows of ``eval_window`` steps, and the fit
-    stops after window :math:`k \ge 1` when
+    Stopping rule, after Stan's ADVI: the recorded ELBO estimates are averaged
+    over consecutive windows of ``eval_window`` steps, and the fit stops after
+    window :math:`k \ge 1` when
 
     .. math::
 
         \frac{\lvert \bar{\mathcal L}_k - \bar{\mathcal L}_{k-1} \rvert}
              {\max(\lvert \bar{\mathcal L}_k \rvert, 1)} < \text{tol} ;
 
-    the floor of 1 nat keeps the rule meaningful for a bound near zero.
+    the floor of 1 nat keeps the rule meaningful for a bound near zero.  (Stan
+    instead draws a fresh ELBO estimate every ``eval_elbo`` steps and stops
+    when the mean or the median of the recent relative changes between them
+    falls below ``tol_rel_obj``.)
     ``tol = 0`` turns the rule off: every step runs, ``converged`` is False
     and no warning is issued, since no rule was asked for.
 
@@ -319,7 +327,7 @@ def _surrogate(log_joint, loc, param, eps, covariance_type, estimator, stl, base
 
     The gradient of ``terms[s]`` with respect to (``loc``, ``param``) is the
     s-th single-sample ELBO gradient estimate; ``elbo_terms`` (no gradient)
-    are :math:`\\log p(x, z_s) - \\log q(z_s)`, whose mean is the Monte Carlo
+    are :math:`\\log p(x, z^{(s)}) - \\log q(z^{(s)})`, whose mean is the Monte Carlo
     ELBO of {eq}`eq-mc-elbo` (Chapter 1).
     """
     dim = eps.shape[-1]
@@ -366,13 +374,13 @@ def elbo_grads(log_joint, loc, scale_tril, num_samples, *, covariance_type="full
     parameterisation of :mod:`vicourse.estimators`:
 
     * ``estimator="reparam"``: {eq}`eq-grad-reparam-elbo`, the pathwise
-      gradient of :math:`\log p(x, \mu + L\epsilon_s)` plus the entropy
+      gradient of :math:`\log p(x, \mu + L\epsilon^{(s)})` plus the entropy
       :math:`\mathbb H[q] = \tfrac d2 (1 + \log 2\pi) + \sum_i \log L_{ii}` in
       closed form; with ``stl=True``, {eq}`eq-grad-stl`, the path derivative
-      of :math:`\log p(x, z_s) - \log q_{\bar\lambda}(z_s)` with
+      of :math:`\log p(x, z^{(s)}) - \log q_{\bar\lambda}(z^{(s)})` with
       :math:`\bar\lambda` held fixed ("sticking the landing");
     * ``estimator="score"``: {eq}`eq-grad-score` applied to the ELBO,
-      :math:`(\log p(x, z_s) - \log q(z_s) - b_s)\, \nabla_\lambda \log q_\lambda(z_s)`,
+      :math:`(\log p(x, z^{(s)}) - \log q(z^{(s)}) - b_s)\, \nabla_\lambda \log q_\lambda(z^{(s)})`,
       with :math:`b_s = 0` or, for ``baseline="leave-one-out"``, the mean of
       the other :math:`S - 1` samples' values.
 
@@ -403,6 +411,8 @@ def elbo_grads(log_joint, loc, scale_tril, num_samples, *, covariance_type="full
     baseline : {None, "leave-one-out"}
         Only with ``estimator="score"``.
     generator : torch.Generator, optional
+        Source of the noise :math:`\epsilon`; ``None`` draws from torch's global
+        generator, as torch does.
 
     Returns
     -------
@@ -419,7 +429,8 @@ def elbo_grads(log_joint, loc, scale_tril, num_samples, *, covariance_type="full
         diagonal, ``num_samples`` is too small or too large, or ``log_joint``
         returns the wrong shape, NaN or infinite values, or (for the
         pathwise estimators) values that do not depend on its input through
-        torch operations.
+        torch operations; or if a single-sample estimate is NaN or infinite
+        (a gradient of ``log_joint`` that is not finite, an overflow).
 
     References
     ----------
@@ -445,7 +456,9 @@ def elbo_grads(log_joint, loc, scale_tril, num_samples, *, covariance_type="full
     terms, _ = _surrogate(log_joint, loc_s, param_s, eps, covariance_type, estimator, stl,
                           baseline)
     grad_loc, grad_scale = torch.autograd.grad(terms.sum(), (loc_s, param_s))
-    return grad_loc, grad_scale
+    return _check_estimates((grad_loc, grad_scale), "log_joint",
+                            "the gradient of log_joint is NaN or infinite there, or the "
+                            "estimate overflows float64")
 
 
 def _start(dim, loc, scale_tril, init, covariance_type):
@@ -551,10 +564,12 @@ def fit_gaussian(log_joint, dim=None, *, covariance_type="full", estimator="repa
     tol : float in [0, 1)
         Stop when the mean ELBO estimate of a window of ``eval_window`` steps
         changes by less than ``tol`` relative to :math:`\max(\lvert\text{mean}\rvert, 1)`
-        between consecutive windows (Stan's ADVI has the same rule with
-        ``tol_rel_obj=0.01``); 0 runs every step, without a warning.
+        between consecutive windows (a variant of the rule of Stan's ADVI,
+        whose ``tol_rel_obj`` defaults to 0.01); 0 runs every step, without a
+        warning.
     eval_window : int, >= 1
-        Steps per window of the stopping rule (Stan's ``eval_elbo``).
+        Steps per window of the stopping rule (Stan's ADVI compares its ELBO
+        estimates every ``eval_elbo`` steps).
     seed : int in [0, 2**63 - 1]
         Seeds the :class:`torch.Generator` that draws :math:`\epsilon`.
 
@@ -760,3 +775,79 @@ def fit_flow(log_joint, flow, *, num_samples, steps, lr, tau0=100.0, kappa=0.0, 
             "last_flow": last}
     return FlowFit(flow=flow, elbos=result.elbos, n_iter=result.n_iter,
                    converged=result.converged, info=info)
+
+
+# --------------------------------------------------------------------------- the chapter's model
+
+
+def logistic_regression_log_joint(X, y) -> Callable[[torch.Tensor], torch.Tensor]:
+    r"""The log joint of Bayesian logistic regression with a standard normal prior.
+
+    Implements {eq}`eq-grad-logreg` of Chapter 5: for inputs :math:`x_i` (the
+    rows of ``X``), labels :math:`y_i \in \{0, 1\}` and weights
+    :math:`z \sim \mathcal N(0, I)`,
+
+    .. math::
+
+        \log p(y, z \mid X) = \sum_{i=1}^n \big[y_i\, x_i^\top z
+            - \log(1 + e^{x_i^\top z})\big] - \tfrac12 \lVert z \rVert^2
+            - \tfrac d2 \log 2\pi .
+
+    The bracket is the Bernoulli log-likelihood
+    :math:`y_i \log \sigma(a_i) + (1 - y_i) \log(1 - \sigma(a_i))` of the logit
+    :math:`a_i = x_i^\top z`, written without forming the sigmoid:
+    :math:`\log(1 + e^{a})` is ``softplus``, exact for logits of any size
+    (``log(sigmoid(a))`` underflows to ``-inf`` for :math:`a < -745`).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+        The inputs :math:`x_i`.
+    y : array of shape (n_samples,)
+        The labels, each 0 or 1.
+
+    Returns
+    -------
+    log_joint : callable
+        Maps a float64 tensor of weights of shape (S, n_features) to the tensor
+        of shape (S,) of their log joints, through differentiable torch
+        operations (the log-density convention of the package, so it can be
+        handed to :func:`fit_gaussian`, :func:`elbo_grads` or
+        :func:`vicourse.kl.i_projection`).  It forms the logits of a block of
+        rows at a time, at most 32 MiB of them.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a finite 2-D array, ``y`` not a 1-D array of zeros and
+        ones with one label per row of ``X``; and, when the callable is
+        called, if its input is not of shape (S, n_features).
+    """
+    X = as_float_array(X, "X", ndim=2)
+    y = as_float_array(y, "y", ndim=1)
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"y must have one label per row of X ({X.shape[0]}); got {y.shape[0]}")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError(f"y must hold labels 0 and 1 only; got {np.setdiff1d(y, [0, 1])[:3]}")
+    X_t, y_t = torch.from_numpy(X.copy()), torch.from_numpy(y.copy())
+    n, dim = X.shape
+    log_prior_constant = -0.5 * dim * _LOG_2PI
+    rows_per_block = max(1, _LOGIT_BLOCK // n)
+
+    def _log_likelihood(z):
+        logits = z @ X_t.T  # (rows, n)
+        return (y_t * logits - torch.nn.functional.softplus(logits)).sum(-1)
+
+    def log_joint(z: torch.Tensor) -> torch.Tensor:
+        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != dim:
+            raise ValueError(f"log_joint takes weights z of shape (S, {dim}); got "
+                             f"{_describe(z)}")
+        z = z.to(torch.float64)
+        if z.shape[0] <= rows_per_block:  # the usual case: one block, no copies
+            log_lik = _log_likelihood(z)
+        else:
+            log_lik = torch.cat([_log_likelihood(block)
+                                 for block in torch.split(z, rows_per_block)])
+        return log_lik - 0.5 * z.square().sum(-1) + log_prior_constant
+
+    return log_joint
