@@ -480,7 +480,7 @@ class Flow(nn.Module):
         -------
         z : tensor of shape (S, d)
         log_q : tensor of shape (S,)
-            :math:`\log q(z_s)`, by {eq}`eq-flow-density`; both differentiable
+            :math:`\log q(z^{(s)})`, by {eq}`eq-flow-density`; both differentiable
             in the flow's parameters.
 
         Raises

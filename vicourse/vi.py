@@ -667,13 +667,13 @@ def fit_flow(log_joint, flow, *, num_samples, steps, lr, tau0=100.0, kappa=0.0, 
 
     Implements {eq}`eq-flow-elbo` of Chapter 9 with the loop of
     :func:`fit_gaussian` ({prf:ref}`alg-grad-bbvi` of Chapter 5): each step
-    draws :math:`\epsilon_{1:S} \sim \mathcal N(0, I)`, pushes them through
-    the flow, :math:`(z_s, \log q(z_s))` = ``flow(eps)``, and takes one Adam
+    draws :math:`\epsilon^{(1)}, \dots, \epsilon^{(S)} \sim \mathcal N(0, I)`, pushes
+    them through the flow, :math:`(z^{(s)}, \log q(z^{(s)}))` = ``flow(eps)``, and takes one Adam
     step on the pathwise gradient of
 
     .. math::
 
-        \hat{\mathcal L} = \frac1S \sum_{s=1}^S \big[\log \hat p(z_s) - \log q(z_s)\big],
+        \hat{\mathcal L} = \frac1S \sum_{s=1}^S \big[\log \hat p(z^{(s)}) - \log q(z^{(s)})\big],
 
     whose value is also the step's recorded ELBO estimate.  The step size
     {eq}`eq-grad-schedule`, iterate averaging, the stopping rule
