@@ -241,7 +241,19 @@ DESKTOP_JS = r"""
   const shrunk = [...article.querySelectorAll("img")]
     .filter((img) => img.naturalWidth > 0 && img.clientWidth + 1 < img.naturalWidth)
     .map((img) => ({ src: img.getAttribute("src"), natural: img.naturalWidth, shown: img.clientWidth }));
-  return { code, shrunk, column: article.clientWidth };
+  // Entries of the two sidebars that run past their sidebar or the window.
+  const clipped = [];
+  for (const bar of document.querySelectorAll(".bd-sidebar-primary, .bd-sidebar-secondary")) {
+    const edge = Math.min(bar.getBoundingClientRect().right, window.innerWidth);
+    for (const link of bar.querySelectorAll("a")) {
+      const box = link.getBoundingClientRect();
+      if (box.width > 0 && box.right > edge + 1) {
+        clipped.push({ text: link.textContent.trim().slice(0, 80), right: Math.round(box.right),
+                       edge: Math.round(edge) });
+      }
+    }
+  }
+  return { code, shrunk, clipped, column: article.clientWidth };
 }
 """
 
@@ -680,6 +692,13 @@ def test_code_fits_the_column(path, visit):
     _problems(path, [f"{c['kind']} block scrolls sideways ({c['needed']} px in {c['shown']} px); "
                      f"longest line ({c['chars']} characters): {c['line']!r}"
                      for c in desktop["code"]])
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_sidebar_entries_fit(path, visit):
+    """At 1400 px every entry of the navigation and "Contents" sidebars wraps inside its sidebar."""
+    _problems(path, [f"sidebar entry {c['text']!r} runs to {c['right']} px, past {c['edge']} px"
+                     for c in visit(path).data["desktop"]["clipped"]])
 
 
 @pytest.mark.parametrize("path", PAGES)
