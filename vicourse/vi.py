@@ -93,6 +93,44 @@ class _AscentResult:
     averaged: list[torch.Tensor] | None
 
 
+class _WindowedStop:
+    r"""The stopping rule of every stochastic fit, {eq}`eq-grad-stopping` of Chapter 5.
+
+    A variant of Stan's ADVI rule for a noisy bound: the caller records the
+    mean of its ELBO estimates over each complete window of ``eval_window``
+    steps with :meth:`update`, which says whether the fit has converged,
+
+    .. math::
+
+        \frac{\lvert \bar{\mathcal L}_k - \bar{\mathcal L}_{k-1} \rvert}
+             {\max(\lvert \bar{\mathcal L}_k \rvert, 1)} < \text{tol} ;
+
+    ``tol = 0`` never holds.  ``means`` and ``changes`` keep every window's
+    mean and every relative change, for the fit's ``info`` and its warning.
+    Used by :func:`_stochastic_ascent` and by the conjugate fits of
+    :mod:`vicourse.svi`.
+    """
+
+    def __init__(self, tol: float, eval_window: int):
+        self.tol = tol
+        self.eval_window = eval_window
+        self.means: list[float] = []
+        self.changes: list[float] = []
+
+    def window_ends(self, n_steps: int) -> bool:
+        """Whether the ``n_steps``-th step (counted from 1) completes a window."""
+        return n_steps % self.eval_window == 0
+
+    def update(self, mean: float) -> bool:
+        """Record the mean of the window just completed; True when the rule holds."""
+        self.means.append(mean)
+        if len(self.means) < 2:
+            return False
+        change = abs(self.means[-1] - self.means[-2]) / max(abs(self.means[-1]), 1.0)
+        self.changes.append(change)
+        return change < self.tol
+
+
 def _check_schedule(lr, tau0, kappa, tol, eval_window, average, steps):
     """Validate the driver's settings; return them as Python numbers."""
     steps = check_int(steps, "steps", minimum=1, maximum=10**8)
@@ -208,8 +246,7 @@ def _stochastic_ascent(objective: Callable[[int], tuple[torch.Tensor, torch.Tens
     group = optimizer.param_groups[0]
     step_sizes = lr * (tau0 / (tau0 + np.arange(steps, dtype=np.float64))) ** kappa
     elbos = torch.empty(steps, dtype=torch.float64)
-    window_means: list[float] = []
-    changes: list[float] = []
+    stop = _WindowedStop(tol, eval_window)
     # Sums of the iterates over each window (and the current, partial one), for averaging.
     window_sums: list[list[torch.Tensor]] = []
     running = [torch.zeros_like(p) for p in params] if average else []
@@ -235,20 +272,16 @@ def _stochastic_ascent(objective: Callable[[int], tuple[torch.Tensor, torch.Tens
             with torch.no_grad():
                 for acc, p in zip(running, params, strict=True):
                     acc.add_(p)
-        if (step + 1) % eval_window == 0:
-            window = elbos[step + 1 - eval_window:step + 1]
-            window_means.append(float(window.mean()))
-            if not math.isfinite(window_means[-1]):
+        if stop.window_ends(step + 1):
+            mean = float(elbos[step + 1 - eval_window:step + 1].mean())
+            if not math.isfinite(mean):
                 _check_finite(params, elbos[:step + 1], step, what, lr)
             if average:
                 window_sums.append(running)
                 running = [torch.zeros_like(p) for p in params]
-            if len(window_means) >= 2:
-                change = abs(window_means[-1] - window_means[-2]) / max(abs(window_means[-1]), 1.0)
-                changes.append(change)
-                if change < tol:
-                    converged, n_iter = True, step + 1
-                    break
+            if stop.update(mean):
+                converged, n_iter = True, step + 1
+                break
     _check_finite(params, elbos[:n_iter], n_iter - 1, what, lr)
     averaged = None
     if average:
@@ -261,14 +294,15 @@ def _stochastic_ascent(objective: Callable[[int], tuple[torch.Tensor, torch.Tens
             averaged = [sum(sums[i] for sums in window_sums[-keep:]) / sum(counts[-keep:])
                         for i in range(len(params))]
     if tol > 0 and not converged:
-        last = (f"the last relative change of the window mean was {changes[-1]:.3g}" if changes
+        last = (f"the last relative change of the window mean was {stop.changes[-1]:.3g}"
+                if stop.changes
                 else f"fewer than two windows of eval_window={eval_window} steps ran")
         warnings.warn(f"{what} did not converge in {steps} steps: {last}, tol={tol:g}. Try more "
                       "steps, a smaller lr or a decreasing step size (kappa > 0.5), more "
                       "num_samples, or a larger tol", ConvergenceWarning, stacklevel=3)
     return _AscentResult(elbos=elbos[:n_iter].numpy().copy(), n_iter=n_iter, converged=converged,
-                         step_sizes=step_sizes[:n_iter], window_means=np.array(window_means),
-                         relative_changes=np.array(changes), averaged=averaged)
+                         step_sizes=step_sizes[:n_iter], window_means=np.array(stop.means),
+                         relative_changes=np.array(stop.changes), averaged=averaged)
 
 
 # --------------------------------------------------------------------------- the Gaussian family
