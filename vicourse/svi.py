@@ -52,12 +52,7 @@ import torch
 from scipy.special import digamma, gammaln, logsumexp
 
 from vicourse import _vbgmm, vi
-from vicourse._gaussian import (
-    GaussianFit,
-    check_covariance_type,
-    scale_tril_from_unconstrained,
-    unconstrained_from_scale_tril,
-)
+from vicourse._gaussian import GaussianFit, check_covariance_type
 from vicourse._validation import (
     _describe,
     as_float_array,
@@ -991,9 +986,7 @@ def fit_gaussian(log_prior, log_lik, data, *, batch_size=None, n_samples=None, d
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
 
-    loc_t = torch.from_numpy(loc0.copy()).to(device).requires_grad_(True)
-    param = unconstrained_from_scale_tril(torch.from_numpy(tril0.copy()), covariance_type)
-    param = param.to(device).requires_grad_(True)
+    loc_t, param = params = vi._leaf_params(loc0, tril0, covariance_type, device)
     differentiable = estimator == "reparam"
 
     def objective(step):
@@ -1005,29 +998,14 @@ def fit_gaussian(log_prior, log_lik, data, *, batch_size=None, n_samples=None, d
                                           estimator, stl, baseline)
         return terms.mean(), elbo_terms.mean()
 
-    result = vi._stochastic_ascent(objective, [loc_t, param], steps=steps, lr=lr, tau0=tau0,
+    result = vi._stochastic_ascent(objective, params, steps=steps, lr=lr, tau0=tau0,
                                    kappa=kappa, average=average, tol=tol, eval_window=eval_window,
                                    what="svi.fit_gaussian")
-    with torch.no_grad():
-        last = (loc_t, param)
-        chosen = last if result.averaged is None else result.averaged
-        last_loc, last_tril = (t.cpu().numpy().copy() for t in
-                               (last[0], scale_tril_from_unconstrained(last[1], covariance_type)))
-        fit_loc = chosen[0].cpu().numpy().copy()
-        fit_tril = scale_tril_from_unconstrained(chosen[1], covariance_type).cpu().numpy().copy()
-    if not (np.all(np.isfinite(fit_loc)) and np.all(np.isfinite(fit_tril))
-            and np.all(np.diag(fit_tril) > 0)):
-        raise ValueError(f"svi.fit_gaussian diverged: after {result.n_iter} steps the scale of q "
-                         f"has under- or overflowed; try a smaller lr (now {lr:g}) or a decreasing "
-                         "step size (kappa > 0.5)")
-    info = {"estimator": estimator, "stl": stl, "baseline": baseline, "num_samples": num_samples,
-            "average": average, "step_sizes": result.step_sizes,
-            "window_means": result.window_means, "relative_changes": result.relative_changes,
-            "last_loc": last_loc, "last_scale_tril": last_tril,
-            "batch_size": source.batch_size, "n_samples": source.n, "device": str(device)}
-    return GaussianFit(loc=fit_loc, scale_tril=fit_tril, covariance_type=covariance_type,
-                       elbos=result.elbos, n_iter=result.n_iter, converged=result.converged,
-                       info=info)
+    return vi._gaussian_fit(params, covariance_type, result, lr=lr, what="svi.fit_gaussian",
+                            estimator=estimator, stl=stl, baseline=baseline,
+                            num_samples=num_samples, average=average,
+                            extra={"batch_size": source.batch_size, "n_samples": source.n,
+                                   "device": str(device)})
 
 
 def elbo_grads(log_prior, log_lik, data, loc, scale_tril, num_samples, *, batch_size=None,

@@ -92,6 +92,11 @@ class _AscentResult:
     relative_changes: np.ndarray
     averaged: list[torch.Tensor] | None
 
+    def info(self) -> dict:
+        """The entries every fit's ``info`` takes from the driver."""
+        return {"step_sizes": self.step_sizes, "window_means": self.window_means,
+                "relative_changes": self.relative_changes}
+
 
 class _WindowedStop:
     r"""The stopping rule of every stochastic fit, {eq}`eq-grad-stopping` of Chapter 5.
@@ -525,6 +530,41 @@ def _start(dim, loc, scale_tril, init, covariance_type):
     return loc, tril
 
 
+def _leaf_params(loc, scale_tril, covariance_type, device=None) -> list[torch.Tensor]:
+    """What Adam updates, from a starting point: ``loc`` and the unconstrained ``scale_tril``."""
+    param = unconstrained_from_scale_tril(torch.from_numpy(scale_tril.copy()), covariance_type)
+    return [torch.from_numpy(loc.copy()).to(device).requires_grad_(True),
+            param.to(device).requires_grad_(True)]
+
+
+def _gaussian_fit(params, covariance_type, result: _AscentResult, *, lr: float, what: str,
+                  estimator, stl, baseline, num_samples, average,
+                  extra: dict | None = None) -> GaussianFit:
+    """The fitted Gaussian from the driver's result: the averaged iterate (or the last one).
+
+    ``info`` holds the settings, the driver's entries, the last iterate and
+    ``extra``.  Raises if the fitted scale has under- or overflowed.
+    """
+    with torch.no_grad():
+        chosen = params if result.averaged is None else result.averaged
+        last_loc, last_tril, fit_loc, fit_tril = (
+            t.detach().cpu().numpy().copy() for t in
+            (params[0], scale_tril_from_unconstrained(params[1], covariance_type),
+             chosen[0], scale_tril_from_unconstrained(chosen[1], covariance_type)))
+    diagonal = np.diag(fit_tril)
+    if not (np.all(np.isfinite(fit_loc)) and np.all(np.isfinite(fit_tril)) and np.all(diagonal > 0)):
+        raise ValueError(f"{what} diverged: after {result.n_iter} steps the scale of q has "
+                         f"under- or overflowed (smallest diagonal of scale_tril {diagonal.min():.3g},"
+                         f" largest {diagonal.max():.3g}); try a smaller lr (now {lr:g}) or a "
+                         "decreasing step size (kappa > 0.5)")
+    info = {"estimator": estimator, "stl": stl, "baseline": baseline, "num_samples": num_samples,
+            "average": average, **result.info(), "last_loc": last_loc, "last_scale_tril": last_tril,
+            **(extra or {})}
+    return GaussianFit(loc=fit_loc, scale_tril=fit_tril, covariance_type=covariance_type,
+                       elbos=result.elbos, n_iter=result.n_iter, converged=result.converged,
+                       info=info)
+
+
 def fit_gaussian(log_joint, dim=None, *, covariance_type="full", estimator="reparam",
                  stl=False, baseline=None, loc=None, scale_tril=None, init=None, num_samples,
                  steps, lr, tau0=100.0, kappa=0.0, average=False, tol=1e-3, eval_window=100,
@@ -655,10 +695,7 @@ def fit_gaussian(log_joint, dim=None, *, covariance_type="full", estimator="repa
     steps, lr, tau0, kappa, tol, eval_window, average = _check_schedule(
         lr, tau0, kappa, tol, eval_window, average, steps)
     generator = torch.Generator().manual_seed(check_seed(seed))
-
-    loc_t = torch.from_numpy(loc0.copy()).requires_grad_(True)
-    param = unconstrained_from_scale_tril(torch.from_numpy(tril0.copy()), covariance_type)
-    param = param.clone().requires_grad_(True)
+    loc_t, param = params = _leaf_params(loc0, tril0, covariance_type)
 
     def objective(step):
         eps = torch.randn(num_samples, dim, generator=generator, dtype=torch.float64)
@@ -666,30 +703,12 @@ def fit_gaussian(log_joint, dim=None, *, covariance_type="full", estimator="repa
                                        stl, baseline)
         return terms.mean(), elbo_terms.mean()
 
-    result = _stochastic_ascent(objective, [loc_t, param], steps=steps, lr=lr, tau0=tau0,
+    result = _stochastic_ascent(objective, params, steps=steps, lr=lr, tau0=tau0,
                                 kappa=kappa, average=average, tol=tol, eval_window=eval_window,
                                 what="fit_gaussian")
-    with torch.no_grad():
-        last_loc = loc_t.detach().numpy().copy()
-        last_tril = scale_tril_from_unconstrained(param, covariance_type).numpy().copy()
-        if result.averaged is None:
-            fit_loc, fit_tril = last_loc, last_tril
-        else:
-            fit_loc = result.averaged[0].numpy().copy()
-            fit_tril = scale_tril_from_unconstrained(result.averaged[1], covariance_type).numpy()
-    diagonal = np.diag(fit_tril)
-    if not (np.all(np.isfinite(fit_loc)) and np.all(np.isfinite(fit_tril)) and np.all(diagonal > 0)):
-        raise ValueError(f"fit_gaussian diverged: after {result.n_iter} steps the scale of q has "
-                         f"under- or overflowed (smallest diagonal of scale_tril {diagonal.min():.3g},"
-                         f" largest {diagonal.max():.3g}); try a smaller lr (now {lr:g}) or a "
-                         "decreasing step size (kappa > 0.5)")
-    info = {"estimator": estimator, "stl": stl, "baseline": baseline, "num_samples": num_samples,
-            "average": average, "step_sizes": result.step_sizes,
-            "window_means": result.window_means, "relative_changes": result.relative_changes,
-            "last_loc": last_loc, "last_scale_tril": last_tril}
-    return GaussianFit(loc=fit_loc, scale_tril=np.array(fit_tril), covariance_type=covariance_type,
-                       elbos=result.elbos, n_iter=result.n_iter, converged=result.converged,
-                       info=info)
+    return _gaussian_fit(params, covariance_type, result, lr=lr, what="fit_gaussian",
+                         estimator=estimator, stl=stl, baseline=baseline,
+                         num_samples=num_samples, average=average)
 
 
 # --------------------------------------------------------------------------- normalizing flows
@@ -804,9 +823,7 @@ def fit_flow(log_joint, flow, *, num_samples, steps, lr, tau0=100.0, kappa=0.0, 
                          f"has under- or overflowed (smallest diagonal of its scale_tril "
                          f"{float(diagonal.min()):.3g}, largest {float(diagonal.max()):.3g}); try "
                          f"a smaller lr (now {lr:g}) or a decreasing step size (kappa > 0.5)")
-    info = {"num_samples": num_samples, "average": average, "step_sizes": result.step_sizes,
-            "window_means": result.window_means, "relative_changes": result.relative_changes,
-            "last_flow": last}
+    info = {"num_samples": num_samples, "average": average, **result.info(), "last_flow": last}
     return FlowFit(flow=flow, elbos=result.elbos, n_iter=result.n_iter,
                    converged=result.converged, info=info)
 
