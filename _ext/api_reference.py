@@ -100,24 +100,23 @@ def home_of(value, modules: list[str]) -> str | None:
     return None
 
 
-def _directive_for(value) -> str:
+def _kind(value) -> str:
+    """What Sphinx's Python domain calls ``value``: exception, class, function or data."""
     if inspect.isclass(value) and issubclass(value, BaseException):
-        return "autoexception"
+        return "exception"
     if inspect.isclass(value):
-        return "autoclass"
+        return "class"
     if callable(value):
-        return "autofunction"
-    return "autodata"
+        return "function"
+    return "data"
+
+
+def _directive_for(value) -> str:
+    return f"auto{_kind(value)}"
 
 
 def _alias_directive(value) -> str:
-    if inspect.isclass(value) and issubclass(value, BaseException):
-        return "py:exception"
-    if inspect.isclass(value):
-        return "py:class"
-    if callable(value):
-        return "py:function"
-    return "py:data"
+    return f"py:{_kind(value)}"
 
 
 def module_rst(name: str, modules: list[str]) -> list[str]:

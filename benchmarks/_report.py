@@ -57,6 +57,19 @@ def compare(ours, peer, *, repeats: int = 5, warmup: int = 1) -> dict:
     }
 
 
+def steps_row(case: str, result: dict, steps: int) -> dict:
+    """A row for :func:`record` of a fit timed over ``steps`` steps: ``result`` of
+    :func:`compare`, and both sides' steps per second."""
+    return {
+        "case": case,
+        **result,
+        "extra": {
+            "steps per second (vicourse / plain loop)":
+                f"{steps / result['ours_s']:.0f} / {steps / result['peer_s']:.0f}",
+        },
+    }
+
+
 def peak_python_memory_mb(fn) -> float:
     """Peak memory (MiB) allocated through Python's allocator while ``fn()`` runs.
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import compare, record  # noqa: E402
+from _adam_peer import adam_loop  # noqa: E402
+from _report import compare, record, steps_row  # noqa: E402
 
 from vicourse import kl  # noqa: E402
 from vicourse.flows import coupling_flow, planar_flow  # noqa: E402
@@ -40,27 +41,19 @@ def plain_loop(log_target, start, seed: int, kappa: float = 0.0, average: bool =
     flow = copy.deepcopy(start)
     generator = torch.Generator().manual_seed(seed)
     params = list(flow.parameters())
-    optimizer = torch.optim.Adam(params, lr=LR)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (TAU0 / (TAU0 + t)) ** kappa)
-    running = [torch.zeros_like(p) for p in params]
-    elbos = torch.empty(STEPS, dtype=torch.float64)
-    for step in range(STEPS):
+
+    def step(t):
         eps = torch.randn(NUM_SAMPLES, flow.dim, generator=generator, dtype=torch.float64)
         z, log_q = flow._push(eps)
         elbo = (log_target(z) - log_q).mean()
-        elbos[step] = elbo.detach()
-        optimizer.zero_grad(set_to_none=True)
-        (-elbo).backward()
-        optimizer.step()
-        scheduler.step()
-        if average and step >= STEPS // 2:  # the mean of the second half of the iterates
-            with torch.no_grad():
-                for acc, p in zip(running, params, strict=True):
-                    acc.add_(p)
+        return elbo, elbo.detach()
+
+    elbos, means = adam_loop(params, step, steps=STEPS, lr=LR, tau0=TAU0, kappa=kappa,
+                             average=average)
     if average:
         with torch.no_grad():
-            for p, acc in zip(params, running, strict=True):
-                p.copy_(acc / (STEPS - STEPS // 2))
+            for p, mean in zip(params, means, strict=True):
+                p.copy_(mean)
     return flow, elbos
 
 
@@ -92,18 +85,12 @@ def main() -> None:
                                        rtol=1e-8, atol=1e-10)
         result = compare(ours, peer, repeats=7)
         suffix = ", decreasing step size and averaging" if extra else ""
-        rows.append({
-            "case": f"{label}{suffix}",
-            **result,
-            "extra": {
-                "steps per second (vicourse / plain loop)":
-                    f"{STEPS / result['ours_s']:.0f} / {STEPS / result['peer_s']:.0f}",
-            },
-        })
+        rows.append(steps_row(f"{label}{suffix}", result, STEPS))
     record(
         "flows",
         title="Fitting a normalizing flow (vicourse.vi.fit_flow)",
-        peer="a plain PyTorch loop written in benchmarks/bench_flows.py around the same flow",
+        peer=("a plain PyTorch loop around the same flow, written in benchmarks/bench_flows.py "
+              "and benchmarks/_adam_peer.py"),
         sizes=(f"Chapter 4's banana target, a planar flow of 8 layers and a RealNVP flow of 4 "
                f"coupling layers (one hidden layer of 32 units each), both on a full Gaussian "
                f"base; {NUM_SAMPLES} samples per step, {STEPS} Adam steps (every step run, "

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import compare, record  # noqa: E402
+from _adam_peer import adam_loop  # noqa: E402
+from _report import compare, record, steps_row  # noqa: E402
 
 from vicourse.vi import fit_gaussian  # noqa: E402
 
@@ -56,12 +57,9 @@ def plain_loop(log_joint, dim: int, covariance_type: str, seed: int, kappa: floa
     else:
         raw = torch.zeros(dim, dim, dtype=torch.float64, requires_grad=True)
         params = [loc, raw]
-    optimizer = torch.optim.Adam(params, lr=LR)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (TAU0 / (TAU0 + t)) ** kappa)
-    running = torch.zeros(dim, dtype=torch.float64)
-    elbos = torch.empty(STEPS, dtype=torch.float64)
     const = 0.5 * dim * (1.0 + math.log(2 * math.pi))
-    for step in range(STEPS):
+
+    def step(t):
         eps = torch.randn(NUM_SAMPLES, dim, generator=generator, dtype=torch.float64)
         if covariance_type == "diag":
             z = loc + eps * log_scale.exp()
@@ -73,17 +71,13 @@ def plain_loop(log_joint, dim: int, covariance_type: str, seed: int, kappa: floa
         log_p = log_joint(z)
         elbo = log_p.mean() + const + log_det
         # the Monte Carlo ELBO of the step, log p - log q at the samples
-        elbos[step] = (log_p.detach() + 0.5 * eps.square().sum(-1)).mean() \
+        recorded = (log_p.detach() + 0.5 * eps.square().sum(-1)).mean() \
             + 0.5 * dim * math.log(2 * math.pi) + log_det.detach()
-        optimizer.zero_grad(set_to_none=True)
-        (-elbo).backward()
-        optimizer.step()
-        scheduler.step()
-        if average and step >= STEPS // 2:  # the mean of the second half of the iterates
-            running += loc.detach()
-    if average:
-        return running / (STEPS - STEPS // 2), elbos
-    return loc.detach(), elbos
+        return elbo, recorded
+
+    elbos, means = adam_loop(params, step, steps=STEPS, lr=LR, tau0=TAU0, kappa=kappa,
+                             average=average)
+    return (means[0] if average else loc.detach()), elbos
 
 
 def main() -> None:
@@ -111,18 +105,12 @@ def main() -> None:
         np.testing.assert_allclose(fit.elbos, peer_elbos.numpy(), rtol=1e-8, atol=1e-8)
         result = compare(ours, peer, repeats=5)
         label = ", decreasing step size and averaging" if extra else ""
-        rows.append({
-            "case": f"d = {dim}, {covariance_type}{label}",
-            **result,
-            "extra": {
-                "steps per second (vicourse / plain loop)":
-                    f"{STEPS / result['ours_s']:.0f} / {STEPS / result['peer_s']:.0f}",
-            },
-        })
+        rows.append(steps_row(f"d = {dim}, {covariance_type}{label}", result, STEPS))
     record(
         "vi",
         title="Black-box VI (vicourse.vi.fit_gaussian)",
-        peer="a plain PyTorch loop written in benchmarks/bench_vi.py for the same objective",
+        peer=("a plain PyTorch loop for the same objective, written in benchmarks/bench_vi.py "
+              "and benchmarks/_adam_peer.py"),
         sizes=(f"Correlated Gaussian target, d = 10 and 100, diagonal and full families, "
                f"reparameterised estimator, {NUM_SAMPLES} samples per step, {STEPS} Adam steps "
                "(every step run, tol=0), float64, one thread; the last case adds the step size "

@@ -1,9 +1,11 @@
 """The book's equation index (appendix/equations.md) is complete and current."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))  # as when run as a script: it imports tools/_common.py
 spec = importlib.util.spec_from_file_location("equation_index", ROOT / "tools" / "equation_index.py")
 equation_index = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(equation_index)

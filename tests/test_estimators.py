@@ -113,16 +113,11 @@ def _noise(num, seed):
     return torch.randn(num, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-@pytest.mark.parametrize("covariance_type", ["diag", "full"])
-def test_score_matches_autograd_of_torch_log_prob(covariance_type):
-    # With f = 1 and no baseline, each estimate is the score itself.
-    num = 50
-    tril = torch.tensor(_tril(covariance_type))
-    grad_loc, grad_scale = score_function_grads(
-        lambda z: torch.ones(z.shape[0], dtype=z.dtype), LOC, tril, num,
-        covariance_type=covariance_type, generator=torch.Generator().manual_seed(3))
+def _autograd_scores(tril, covariance_type, num, seed):
+    """The draws ``z`` of a generator seeded with ``seed`` and the gradients of torch's
+    ``log_prob`` at each of them, by autograd: ``(z, jac_loc, jac_scale)``."""
     loc = torch.tensor(LOC)
-    z = loc + _noise(num, 3) @ tril.T
+    z = loc + _noise(num, seed) @ tril.T
     if covariance_type == "diag":
         def log_prob(loc, log_scale):
             return Normal(loc, log_scale.exp()).log_prob(z).sum(-1)
@@ -131,7 +126,18 @@ def test_score_matches_autograd_of_torch_log_prob(covariance_type):
         def log_prob(loc, raw):
             return MultivariateNormal(loc, scale_tril=LOWER_CHOLESKY(raw)).log_prob(z)
         param = LOWER_CHOLESKY.inv(tril)
-    jac_loc, jac_scale = torch.func.jacrev(log_prob, argnums=(0, 1))(loc, param)
+    return (z, *torch.func.jacrev(log_prob, argnums=(0, 1))(loc, param))
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_score_matches_autograd_of_torch_log_prob(covariance_type):
+    # With f = 1 and no baseline, each estimate is the score itself.
+    num = 50
+    tril = torch.tensor(_tril(covariance_type))
+    grad_loc, grad_scale = score_function_grads(
+        lambda z: torch.ones(z.shape[0], dtype=z.dtype), LOC, tril, num,
+        covariance_type=covariance_type, generator=torch.Generator().manual_seed(3))
+    _, jac_loc, jac_scale = _autograd_scores(tril, covariance_type, num, 3)
     torch.testing.assert_close(grad_loc, jac_loc)
     # The Jacobian in the strictly upper entries is zero: they do not enter L.
     torch.testing.assert_close(grad_scale, jac_scale)
@@ -209,17 +215,7 @@ def test_optimal_baseline_is_the_score_weighted_mean_with_scores_from_autograd(c
     tril = torch.tensor(_tril(covariance_type))
     b_star = optimal_baseline(_quadratic, LOC, tril, num, covariance_type=covariance_type,
                               generator=torch.Generator().manual_seed(12))
-    loc = torch.tensor(LOC)
-    z = loc + _noise(num, 12) @ tril.T
-    if covariance_type == "diag":
-        def log_prob(loc, log_scale):
-            return Normal(loc, log_scale.exp()).log_prob(z).sum(-1)
-        param = torch.tensor(LOG_SCALE)
-    else:
-        def log_prob(loc, raw):
-            return MultivariateNormal(loc, scale_tril=LOWER_CHOLESKY(raw)).log_prob(z)
-        param = LOWER_CHOLESKY.inv(tril)
-    jac_loc, jac_scale = torch.func.jacrev(log_prob, argnums=(0, 1))(loc, param)
+    z, jac_loc, jac_scale = _autograd_scores(tril, covariance_type, num, 12)
     h_sq = jac_loc.square().sum(-1) + jac_scale.square().flatten(1).sum(-1)
     expected = float((_quadratic(z) * h_sq).mean() / h_sq.mean())
     assert b_star == pytest.approx(expected, rel=1e-12)

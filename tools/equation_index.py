@@ -17,9 +17,9 @@ import ast
 import json
 import re
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import ROOT, write_or_check
+
 PAGE = ROOT / "appendix" / "equations.md"
 EQ_ROLE = re.compile(r"\{eq\}`([^`]+)`")
 EQ_LABEL = re.compile(r"\$\$\s*\(([A-Za-z0-9_-]+)\)")
@@ -117,15 +117,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not PAGE.exists() or PAGE.read_text() != text:
-            print(f"{PAGE.relative_to(ROOT)} is out of date: run python tools/equation_index.py")
-            return 1
-        return 0
-    PAGE.write_text(text)
-    print(f"wrote {PAGE.relative_to(ROOT)}")
-    return 0
+    return write_or_check(PAGE, render(), argv, "tools/equation_index.py")
 
 
 if __name__ == "__main__":

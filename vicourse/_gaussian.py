@@ -18,8 +18,8 @@ from torch.distributions import constraints, transform_to
 
 from vicourse._validation import as_float_array, check_choice
 
-__all__ = ["COVARIANCE_TYPES", "GaussianFit", "check_covariance_type", "check_loc_scale_tril",
-           "scale_tril_from_unconstrained", "unconstrained_from_scale_tril"]
+__all__ = ["COVARIANCE_TYPES", "GaussianFit", "check_covariance_type", "check_loc_matrix",
+           "check_loc_scale_tril", "scale_tril_from_unconstrained", "unconstrained_from_scale_tril"]
 
 #: The two Gaussian families: a full covariance, or a diagonal one (mean field).
 COVARIANCE_TYPES = ("full", "diag")
@@ -30,6 +30,18 @@ def check_covariance_type(covariance_type) -> str:
     return check_choice(covariance_type, "covariance_type", COVARIANCE_TYPES)
 
 
+def check_loc_matrix(loc, matrix, loc_name: str, matrix_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A Gaussian's ``loc`` (d,) and one of its (d, d) matrices (``scale_tril``,
+    ``covariance_matrix``) as float64 arrays of matching shapes; the matrix is not checked further."""
+    loc = as_float_array(loc, loc_name, ndim=1)
+    matrix = as_float_array(matrix, matrix_name, ndim=2)
+    d = loc.shape[0]
+    if matrix.shape != (d, d):
+        raise ValueError(f"{matrix_name} must have shape ({d}, {d}) to match {loc_name} of shape "
+                         f"({d},); got shape {matrix.shape}")
+    return loc, matrix
+
+
 def check_loc_scale_tril(loc, scale_tril, covariance_type: str = "full",
                          *, names=("loc", "scale_tril")) -> tuple[np.ndarray, np.ndarray]:
     """Validate a Gaussian given as ``loc`` (d,) and ``scale_tril`` (d, d); return float64 arrays.
@@ -38,12 +50,7 @@ def check_loc_scale_tril(loc, scale_tril, covariance_type: str = "full",
     diagonal when ``covariance_type="diag"``.
     """
     loc_name, tril_name = names
-    loc = as_float_array(loc, loc_name, ndim=1)
-    tril = as_float_array(scale_tril, tril_name, ndim=2)
-    d = loc.shape[0]
-    if tril.shape != (d, d):
-        raise ValueError(f"{tril_name} must have shape ({d}, {d}) to match {loc_name}; "
-                         f"got {tril.shape}")
+    loc, tril = check_loc_matrix(loc, scale_tril, loc_name, tril_name)
     if np.any(np.triu(tril, 1) != 0):
         raise ValueError(f"{tril_name} must be lower triangular; got non-zero entries above "
                          "the diagonal")

@@ -47,7 +47,12 @@ from torch.distributions import (
     constraints,
 )
 
-from vicourse._gaussian import GaussianFit, check_covariance_type, check_loc_scale_tril
+from vicourse._gaussian import (
+    GaussianFit,
+    check_covariance_type,
+    check_loc_matrix,
+    check_loc_scale_tril,
+)
 from vicourse._random import sample
 from vicourse._validation import (
     _describe,
@@ -102,12 +107,7 @@ _NO_SHAPE = torch.Size()
 
 def _check_loc_cov(loc, covariance_matrix, loc_name: str, cov_name: str):
     """A single Gaussian as float64 arrays: ``loc`` (d,), ``covariance_matrix`` (d, d), SPD."""
-    loc = as_float_array(loc, loc_name, ndim=1)
-    cov = as_float_array(covariance_matrix, cov_name, ndim=2)
-    d = loc.shape[0]
-    if cov.shape != (d, d):
-        raise ValueError(f"{cov_name} must have shape ({d}, {d}) to match {loc_name} of shape "
-                         f"({d},); got shape {cov.shape}")
+    loc, cov = check_loc_matrix(loc, covariance_matrix, loc_name, cov_name)
     return loc, check_spd(cov, cov_name)
 
 

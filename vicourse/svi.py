@@ -52,12 +52,7 @@ import torch
 from scipy.special import digamma, gammaln, logsumexp
 
 from vicourse import _vbgmm, vi
-from vicourse._gaussian import (
-    GaussianFit,
-    check_covariance_type,
-    scale_tril_from_unconstrained,
-    unconstrained_from_scale_tril,
-)
+from vicourse._gaussian import GaussianFit, check_covariance_type
 from vicourse._validation import (
     _describe,
     as_float_array,
@@ -140,36 +135,25 @@ def _check_batch_size(batch_size, n: int, what: str) -> int:
     return batch_size
 
 
-class _WindowedStop:
-    """A variant of Stan's ADVI rule for a noisy bound: compare means over windows of steps."""
+def _window_converged(stop: vi._WindowedStop, elbos: list[float]) -> bool:
+    """Whether the rule holds after the last recorded estimate: if it completes a window,
+    give ``stop`` that window's mean."""
+    if stop.tol == 0 or not stop.window_ends(len(elbos)):
+        return False
+    return stop.update(float(np.mean(elbos[-stop.eval_window:])))
 
-    def __init__(self, tol: float, eval_window: int):
-        self.tol = tol
-        self.eval_window = eval_window
-        self.means: list[float] = []
 
-    def __call__(self, elbos: list[float]) -> bool:
-        """True when the latest full window's mean is within ``tol`` (relative) of the previous one."""
-        if self.tol == 0 or len(elbos) % self.eval_window:
-            return False
-        self.means.append(float(np.mean(elbos[-self.eval_window:])))
-        if len(self.means) < 2:
-            return False
-        new, old = self.means[-1], self.means[-2]
-        return abs(new - old) < self.tol * max(abs(new), 1.0)
-
-    def warn(self, what: str, steps: int) -> None:
-        if self.tol == 0:
-            return
-        if len(self.means) >= 2:
-            last = abs(self.means[-1] - self.means[-2]) / max(abs(self.means[-1]), 1.0)
-            change = f"last relative change of the windowed ELBO {last:.3g}"
-        else:
-            change = f"fewer than two windows of eval_window={self.eval_window} steps"
-        warnings.warn(
-            f"{what}: did not converge in steps={steps} ({change}, tol={self.tol:g}); increase the "
-            "number of steps or tol, or use a larger batch_size to make the estimates less noisy",
-            ConvergenceWarning, stacklevel=3)
+def _warn_not_converged(stop: vi._WindowedStop, what: str, steps: int) -> None:
+    if stop.tol == 0:
+        return
+    if stop.changes:
+        change = f"last relative change of the windowed ELBO {stop.changes[-1]:.3g}"
+    else:
+        change = f"fewer than two windows of eval_window={stop.eval_window} steps"
+    warnings.warn(
+        f"{what}: did not converge in steps={steps} ({change}, tol={stop.tol:g}); increase the "
+        "number of steps or tol, or use a larger batch_size to make the estimates less noisy",
+        ConvergenceWarning, stacklevel=3)
 
 
 def _check_stopping(tol, eval_window) -> tuple[float, int]:
@@ -293,7 +277,7 @@ def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0
 
         stats = _vbgmm.stats_from_resp(X, prior.shift, resp)
         params = _vbgmm.m_step(prior, stats)
-        stop = _WindowedStop(tol, eval_window)
+        stop = vi._WindowedStop(tol, eval_window)
         elbos: list[float] = []
         rhos: list[float] = []
         snapshots: list[BayesianGMMFit] = []
@@ -303,13 +287,13 @@ def bayesian_gmm(X, resp_init, *, batch_size: int, steps: int, tau0: float = 1.0
                                                      batch_size=batch_size, tau0=tau0, kappa=kappa)
             elbos.append(_vbgmm.finite_elbo(estimate, f"step {t}"))
             rhos.append(rho)
-            converged = stop(elbos)
+            converged = _window_converged(stop, elbos)
             if snapshot_every is not None and (t % snapshot_every == 0 or converged or t == steps):
                 snapshots.append(_bayesian_gmm_fit(prior, params, None, elbos, t, converged))
             if converged:
                 break
         if not converged:
-            stop.warn("svi.bayesian_gmm", steps)
+            _warn_not_converged(stop, "svi.bayesian_gmm", steps)
         info = {"step_sizes": np.asarray(rhos)}
         if compute_resp:
             resp = np.empty_like(resp)
@@ -706,7 +690,7 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
     with _vbgmm.one_blas_thread():             # many small products: see one_blas_thread
         # The topics are stored transposed, (V, K): a document's words are then rows.
         elog_beta_t = _dirichlet_expectation(lam_t, axis=0)
-        stop = _WindowedStop(tol, eval_window)
+        stop = vi._WindowedStop(tol, eval_window)
         elbos: list[float] = []
         rhos: list[float] = []
         converged = False
@@ -736,13 +720,13 @@ def online_lda(counts, n_topics: int, *, alpha=None, eta=None, batch_size: int =
                 lam_t *= 1.0 - rho
                 lam_t += rho * (eta + ratio * sstats)
                 elog_beta_t = _dirichlet_expectation(lam_t, axis=0)
-                converged = stop(elbos)
+                converged = _window_converged(stop, elbos)
                 if converged:
                     break
             if converged:
                 break
         if not converged:
-            stop.warn("svi.online_lda", t)
+            _warn_not_converged(stop, "svi.online_lda", t)
         # gamma of every document for the returned topics, from gamma = 1 (scikit-learn's transform)
         exp_elog_beta_t = np.exp(elog_beta_t)
         gamma = np.ones((D, K))
@@ -1002,9 +986,7 @@ def fit_gaussian(log_prior, log_lik, data, *, batch_size=None, n_samples=None, d
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
 
-    loc_t = torch.from_numpy(loc0.copy()).to(device).requires_grad_(True)
-    param = unconstrained_from_scale_tril(torch.from_numpy(tril0.copy()), covariance_type)
-    param = param.to(device).requires_grad_(True)
+    loc_t, param = params = vi._leaf_params(loc0, tril0, covariance_type, device)
     differentiable = estimator == "reparam"
 
     def objective(step):
@@ -1016,29 +998,14 @@ def fit_gaussian(log_prior, log_lik, data, *, batch_size=None, n_samples=None, d
                                           estimator, stl, baseline)
         return terms.mean(), elbo_terms.mean()
 
-    result = vi._stochastic_ascent(objective, [loc_t, param], steps=steps, lr=lr, tau0=tau0,
+    result = vi._stochastic_ascent(objective, params, steps=steps, lr=lr, tau0=tau0,
                                    kappa=kappa, average=average, tol=tol, eval_window=eval_window,
                                    what="svi.fit_gaussian")
-    with torch.no_grad():
-        last = (loc_t, param)
-        chosen = last if result.averaged is None else result.averaged
-        last_loc, last_tril = (t.cpu().numpy().copy() for t in
-                               (last[0], scale_tril_from_unconstrained(last[1], covariance_type)))
-        fit_loc = chosen[0].cpu().numpy().copy()
-        fit_tril = scale_tril_from_unconstrained(chosen[1], covariance_type).cpu().numpy().copy()
-    if not (np.all(np.isfinite(fit_loc)) and np.all(np.isfinite(fit_tril))
-            and np.all(np.diag(fit_tril) > 0)):
-        raise ValueError(f"svi.fit_gaussian diverged: after {result.n_iter} steps the scale of q "
-                         f"has under- or overflowed; try a smaller lr (now {lr:g}) or a decreasing "
-                         "step size (kappa > 0.5)")
-    info = {"estimator": estimator, "stl": stl, "baseline": baseline, "num_samples": num_samples,
-            "average": average, "step_sizes": result.step_sizes,
-            "window_means": result.window_means, "relative_changes": result.relative_changes,
-            "last_loc": last_loc, "last_scale_tril": last_tril,
-            "batch_size": source.batch_size, "n_samples": source.n, "device": str(device)}
-    return GaussianFit(loc=fit_loc, scale_tril=fit_tril, covariance_type=covariance_type,
-                       elbos=result.elbos, n_iter=result.n_iter, converged=result.converged,
-                       info=info)
+    return vi._gaussian_fit(params, covariance_type, result, lr=lr, what="svi.fit_gaussian",
+                            estimator=estimator, stl=stl, baseline=baseline,
+                            num_samples=num_samples, average=average,
+                            extra={"batch_size": source.batch_size, "n_samples": source.n,
+                                   "device": str(device)})
 
 
 def elbo_grads(log_prior, log_lik, data, loc, scale_tril, num_samples, *, batch_size=None,

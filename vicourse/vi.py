@@ -92,6 +92,49 @@ class _AscentResult:
     relative_changes: np.ndarray
     averaged: list[torch.Tensor] | None
 
+    def info(self) -> dict:
+        """The entries every fit's ``info`` takes from the driver."""
+        return {"step_sizes": self.step_sizes, "window_means": self.window_means,
+                "relative_changes": self.relative_changes}
+
+
+class _WindowedStop:
+    r"""The stopping rule of every stochastic fit, {eq}`eq-grad-stopping` of Chapter 5.
+
+    A variant of Stan's ADVI rule for a noisy bound: the caller records the
+    mean of its ELBO estimates over each complete window of ``eval_window``
+    steps with :meth:`update`, which says whether the fit has converged,
+
+    .. math::
+
+        \frac{\lvert \bar{\mathcal L}_k - \bar{\mathcal L}_{k-1} \rvert}
+             {\max(\lvert \bar{\mathcal L}_k \rvert, 1)} < \text{tol} ;
+
+    ``tol = 0`` never holds.  ``means`` and ``changes`` keep every window's
+    mean and every relative change, for the fit's ``info`` and its warning.
+    Used by :func:`_stochastic_ascent` and by the conjugate fits of
+    :mod:`vicourse.svi`.
+    """
+
+    def __init__(self, tol: float, eval_window: int):
+        self.tol = tol
+        self.eval_window = eval_window
+        self.means: list[float] = []
+        self.changes: list[float] = []
+
+    def window_ends(self, n_steps: int) -> bool:
+        """Whether the ``n_steps``-th step (counted from 1) completes a window."""
+        return n_steps % self.eval_window == 0
+
+    def update(self, mean: float) -> bool:
+        """Record the mean of the window just completed; True when the rule holds."""
+        self.means.append(mean)
+        if len(self.means) < 2:
+            return False
+        change = abs(self.means[-1] - self.means[-2]) / max(abs(self.means[-1]), 1.0)
+        self.changes.append(change)
+        return change < self.tol
+
 
 def _check_schedule(lr, tau0, kappa, tol, eval_window, average, steps):
     """Validate the driver's settings; return them as Python numbers."""
@@ -208,8 +251,7 @@ def _stochastic_ascent(objective: Callable[[int], tuple[torch.Tensor, torch.Tens
     group = optimizer.param_groups[0]
     step_sizes = lr * (tau0 / (tau0 + np.arange(steps, dtype=np.float64))) ** kappa
     elbos = torch.empty(steps, dtype=torch.float64)
-    window_means: list[float] = []
-    changes: list[float] = []
+    stop = _WindowedStop(tol, eval_window)
     # Sums of the iterates over each window (and the current, partial one), for averaging.
     window_sums: list[list[torch.Tensor]] = []
     running = [torch.zeros_like(p) for p in params] if average else []
@@ -235,20 +277,16 @@ def _stochastic_ascent(objective: Callable[[int], tuple[torch.Tensor, torch.Tens
             with torch.no_grad():
                 for acc, p in zip(running, params, strict=True):
                     acc.add_(p)
-        if (step + 1) % eval_window == 0:
-            window = elbos[step + 1 - eval_window:step + 1]
-            window_means.append(float(window.mean()))
-            if not math.isfinite(window_means[-1]):
+        if stop.window_ends(step + 1):
+            mean = float(elbos[step + 1 - eval_window:step + 1].mean())
+            if not math.isfinite(mean):
                 _check_finite(params, elbos[:step + 1], step, what, lr)
             if average:
                 window_sums.append(running)
                 running = [torch.zeros_like(p) for p in params]
-            if len(window_means) >= 2:
-                change = abs(window_means[-1] - window_means[-2]) / max(abs(window_means[-1]), 1.0)
-                changes.append(change)
-                if change < tol:
-                    converged, n_iter = True, step + 1
-                    break
+            if stop.update(mean):
+                converged, n_iter = True, step + 1
+                break
     _check_finite(params, elbos[:n_iter], n_iter - 1, what, lr)
     averaged = None
     if average:
@@ -261,14 +299,15 @@ def _stochastic_ascent(objective: Callable[[int], tuple[torch.Tensor, torch.Tens
             averaged = [sum(sums[i] for sums in window_sums[-keep:]) / sum(counts[-keep:])
                         for i in range(len(params))]
     if tol > 0 and not converged:
-        last = (f"the last relative change of the window mean was {changes[-1]:.3g}" if changes
+        last = (f"the last relative change of the window mean was {stop.changes[-1]:.3g}"
+                if stop.changes
                 else f"fewer than two windows of eval_window={eval_window} steps ran")
         warnings.warn(f"{what} did not converge in {steps} steps: {last}, tol={tol:g}. Try more "
                       "steps, a smaller lr or a decreasing step size (kappa > 0.5), more "
                       "num_samples, or a larger tol", ConvergenceWarning, stacklevel=3)
     return _AscentResult(elbos=elbos[:n_iter].numpy().copy(), n_iter=n_iter, converged=converged,
-                         step_sizes=step_sizes[:n_iter], window_means=np.array(window_means),
-                         relative_changes=np.array(changes), averaged=averaged)
+                         step_sizes=step_sizes[:n_iter], window_means=np.array(stop.means),
+                         relative_changes=np.array(stop.changes), averaged=averaged)
 
 
 # --------------------------------------------------------------------------- the Gaussian family
@@ -491,6 +530,41 @@ def _start(dim, loc, scale_tril, init, covariance_type):
     return loc, tril
 
 
+def _leaf_params(loc, scale_tril, covariance_type, device=None) -> list[torch.Tensor]:
+    """What Adam updates, from a starting point: ``loc`` and the unconstrained ``scale_tril``."""
+    param = unconstrained_from_scale_tril(torch.from_numpy(scale_tril.copy()), covariance_type)
+    return [torch.from_numpy(loc.copy()).to(device).requires_grad_(True),
+            param.to(device).requires_grad_(True)]
+
+
+def _gaussian_fit(params, covariance_type, result: _AscentResult, *, lr: float, what: str,
+                  estimator, stl, baseline, num_samples, average,
+                  extra: dict | None = None) -> GaussianFit:
+    """The fitted Gaussian from the driver's result: the averaged iterate (or the last one).
+
+    ``info`` holds the settings, the driver's entries, the last iterate and
+    ``extra``.  Raises if the fitted scale has under- or overflowed.
+    """
+    with torch.no_grad():
+        chosen = params if result.averaged is None else result.averaged
+        last_loc, last_tril, fit_loc, fit_tril = (
+            t.detach().cpu().numpy().copy() for t in
+            (params[0], scale_tril_from_unconstrained(params[1], covariance_type),
+             chosen[0], scale_tril_from_unconstrained(chosen[1], covariance_type)))
+    diagonal = np.diag(fit_tril)
+    if not (np.all(np.isfinite(fit_loc)) and np.all(np.isfinite(fit_tril)) and np.all(diagonal > 0)):
+        raise ValueError(f"{what} diverged: after {result.n_iter} steps the scale of q has "
+                         f"under- or overflowed (smallest diagonal of scale_tril {diagonal.min():.3g},"
+                         f" largest {diagonal.max():.3g}); try a smaller lr (now {lr:g}) or a "
+                         "decreasing step size (kappa > 0.5)")
+    info = {"estimator": estimator, "stl": stl, "baseline": baseline, "num_samples": num_samples,
+            "average": average, **result.info(), "last_loc": last_loc, "last_scale_tril": last_tril,
+            **(extra or {})}
+    return GaussianFit(loc=fit_loc, scale_tril=fit_tril, covariance_type=covariance_type,
+                       elbos=result.elbos, n_iter=result.n_iter, converged=result.converged,
+                       info=info)
+
+
 def fit_gaussian(log_joint, dim=None, *, covariance_type="full", estimator="reparam",
                  stl=False, baseline=None, loc=None, scale_tril=None, init=None, num_samples,
                  steps, lr, tau0=100.0, kappa=0.0, average=False, tol=1e-3, eval_window=100,
@@ -621,10 +695,7 @@ def fit_gaussian(log_joint, dim=None, *, covariance_type="full", estimator="repa
     steps, lr, tau0, kappa, tol, eval_window, average = _check_schedule(
         lr, tau0, kappa, tol, eval_window, average, steps)
     generator = torch.Generator().manual_seed(check_seed(seed))
-
-    loc_t = torch.from_numpy(loc0.copy()).requires_grad_(True)
-    param = unconstrained_from_scale_tril(torch.from_numpy(tril0.copy()), covariance_type)
-    param = param.clone().requires_grad_(True)
+    loc_t, param = params = _leaf_params(loc0, tril0, covariance_type)
 
     def objective(step):
         eps = torch.randn(num_samples, dim, generator=generator, dtype=torch.float64)
@@ -632,30 +703,12 @@ def fit_gaussian(log_joint, dim=None, *, covariance_type="full", estimator="repa
                                        stl, baseline)
         return terms.mean(), elbo_terms.mean()
 
-    result = _stochastic_ascent(objective, [loc_t, param], steps=steps, lr=lr, tau0=tau0,
+    result = _stochastic_ascent(objective, params, steps=steps, lr=lr, tau0=tau0,
                                 kappa=kappa, average=average, tol=tol, eval_window=eval_window,
                                 what="fit_gaussian")
-    with torch.no_grad():
-        last_loc = loc_t.detach().numpy().copy()
-        last_tril = scale_tril_from_unconstrained(param, covariance_type).numpy().copy()
-        if result.averaged is None:
-            fit_loc, fit_tril = last_loc, last_tril
-        else:
-            fit_loc = result.averaged[0].numpy().copy()
-            fit_tril = scale_tril_from_unconstrained(result.averaged[1], covariance_type).numpy()
-    diagonal = np.diag(fit_tril)
-    if not (np.all(np.isfinite(fit_loc)) and np.all(np.isfinite(fit_tril)) and np.all(diagonal > 0)):
-        raise ValueError(f"fit_gaussian diverged: after {result.n_iter} steps the scale of q has "
-                         f"under- or overflowed (smallest diagonal of scale_tril {diagonal.min():.3g},"
-                         f" largest {diagonal.max():.3g}); try a smaller lr (now {lr:g}) or a "
-                         "decreasing step size (kappa > 0.5)")
-    info = {"estimator": estimator, "stl": stl, "baseline": baseline, "num_samples": num_samples,
-            "average": average, "step_sizes": result.step_sizes,
-            "window_means": result.window_means, "relative_changes": result.relative_changes,
-            "last_loc": last_loc, "last_scale_tril": last_tril}
-    return GaussianFit(loc=fit_loc, scale_tril=np.array(fit_tril), covariance_type=covariance_type,
-                       elbos=result.elbos, n_iter=result.n_iter, converged=result.converged,
-                       info=info)
+    return _gaussian_fit(params, covariance_type, result, lr=lr, what="fit_gaussian",
+                         estimator=estimator, stl=stl, baseline=baseline,
+                         num_samples=num_samples, average=average)
 
 
 # --------------------------------------------------------------------------- normalizing flows
@@ -770,9 +823,7 @@ def fit_flow(log_joint, flow, *, num_samples, steps, lr, tau0=100.0, kappa=0.0, 
                          f"has under- or overflowed (smallest diagonal of its scale_tril "
                          f"{float(diagonal.min()):.3g}, largest {float(diagonal.max()):.3g}); try "
                          f"a smaller lr (now {lr:g}) or a decreasing step size (kappa > 0.5)")
-    info = {"num_samples": num_samples, "average": average, "step_sizes": result.step_sizes,
-            "window_means": result.window_means, "relative_changes": result.relative_changes,
-            "last_flow": last}
+    info = {"num_samples": num_samples, "average": average, **result.info(), "last_flow": last}
     return FlowFit(flow=flow, elbos=result.elbos, n_iter=result.n_iter,
                    converged=result.converged, info=info)
 
