@@ -540,6 +540,44 @@ def test_minibatch_gradients_average_to_the_gradient_of_the_closed_form_elbo():
         assert torch.all((g.mean(dim=0) - e).abs() < 4 * se), (g.mean(dim=0), e, se)
 
 
+def test_control_variate_of_the_exercise_keeps_the_mean_and_removes_most_minibatch_noise():
+    # Exercise ex-svi-control-variate: for a diagonal Gaussian q at the mean-field Laplace
+    # optimum of a logistic regression, the log-scale gradient 1 + sigma_j eps_j g_j(z) and the
+    # same minus sigma_j eps_j g_j(mu) (the same minibatch in g) have the same mean, within 4
+    # standard errors of their difference, and the correction removes most of the variance.
+    rng = np.random.default_rng(18)
+    n, d, B, draws = 5000, 3, 50, 1000
+    x = np.column_stack([np.ones(n), rng.normal(size=(n, d - 1))])
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-x @ np.array([0.3, -0.8, 0.5])))).astype(float)
+    w = np.zeros(d)
+    for _ in range(20):                                    # Newton's method for the mode
+        p = 1 / (1 + np.exp(-x @ w))
+        hess = (x * (p * (1 - p))[:, None]).T @ x + np.eye(d) / 9
+        w = w + np.linalg.solve(hess, x.T @ (y - p) - w / 9)
+    mu, sigma = torch.from_numpy(w), torch.from_numpy(1 / np.sqrt(np.diag(hess)))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(19)
+
+    def grad_log_joint(z, idx):            # g(z): prior plus the minibatch scaled by n / |B|
+        z = z.clone().requires_grad_(True)
+        value = (_D.Normal(0.0, 3.0).log_prob(z).sum()
+                 + n / B * _D.Bernoulli(logits=xt[idx] @ z).log_prob(yt[idx]).sum())
+        return torch.autograd.grad(value, z)[0]
+
+    plain, corrected = [], []
+    for _ in range(draws):
+        idx = torch.randperm(n, generator=gen)[:B]
+        eps = torch.randn(d, generator=gen, dtype=torch.float64)
+        g_z, g_mu = grad_log_joint(mu + sigma * eps, idx), grad_log_joint(mu, idx)
+        plain.append(1 + sigma * eps * g_z)
+        corrected.append(1 + sigma * eps * (g_z - g_mu))
+    plain, corrected = torch.stack(plain), torch.stack(corrected)
+    difference = plain - corrected
+    se = difference.std(dim=0) / math.sqrt(draws)
+    assert torch.all(difference.mean(dim=0).abs() < 4 * se), (difference.mean(dim=0), se)
+    assert torch.all(plain.var(dim=0) > 10 * corrected.var(dim=0)), (plain.var(0), corrected.var(0))
+
+
 def test_whole_data_gradient_is_vi_elbo_grads_of_the_log_joint():
     data, log_prior, log_lik = _logistic(n=50)
     t = torch.from_numpy(data)
