@@ -821,6 +821,14 @@ class _Data:
         self.data = data
 
     def _tensor(self, rows) -> torch.Tensor:
+        if (isinstance(rows, list | tuple) and rows
+                and all(isinstance(r, torch.Tensor | np.ndarray) for r in rows)):
+            # a DataLoader over a TensorDataset yields [tensor], one field per tensor of the set
+            if len(rows) != 1:
+                raise ValueError(f"data must give one array of rows per block; got a block of "
+                                 f"{len(rows)} arrays (a DataLoader over a dataset of several "
+                                 "tensors, such as (x, y): put each row in one tensor)")
+            rows = rows[0]
         tensor = as_float_tensor(rows, "data")
         if tensor.ndim == 0 or tensor.shape[0] == 0:
             raise ValueError(f"data must give blocks of at least one row; got shape {tuple(tensor.shape)}")
@@ -923,8 +931,9 @@ def fit_gaussian(log_prior, log_lik, data, *, batch_size=None, n_samples=None, d
         A NumPy array, a ``numpy.memmap`` (the data then stay on disk; each
         step reads its minibatch) or a torch tensor, from which each step draws
         ``batch_size`` distinct rows uniformly; or a re-iterable of blocks of
-        rows (a list, a torch ``DataLoader``, an object whose ``__iter__``
-        reads a file block by block), each block one step's minibatch, passed
+        rows (a list, a torch ``DataLoader``, also over a ``TensorDataset``
+        of one tensor, an object whose ``__iter__`` reads a file block by
+        block), each block one step's minibatch, passed
         over again and again.  Every minibatch is checked (finite numbers) and
         moved to ``device`` as float64.
     batch_size : int in [1, n_samples]
