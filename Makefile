@@ -22,6 +22,10 @@ AXE := .axe/axe.min.js
 # Strict flags: nitpicky, warnings are errors, but report all of them.
 JB_STRICT := -W -n --keep-going
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with chapters/nbval-sanitize.cfg
+# The unit tests and the notebooks run on every core (pytest-xdist); a notebook's
+# cells stay together, in order, on one worker (--dist loadscope).  WORKERS=0 runs
+# them in this process, one after another.
+WORKERS ?= auto
 
 .PHONY: book test env lint unit nbval book-strict pdf browser notebooks twins install-cells \
         lab lab-check kernel bench lock clean
@@ -73,10 +77,10 @@ lint: $(ENV_STAMP)
 	$(BIN)/ruff check vicourse tests benchmarks chapters tools _ext conftest.py
 
 unit: $(ENV_STAMP)
-	$(BIN)/pytest tests --ignore=tests/browser -q
+	$(BIN)/pytest tests --ignore=tests/browser -q -n $(WORKERS)
 
 nbval: $(ENV_STAMP)
-	$(BIN)/pytest $(NBVAL) chapters -q
+	$(BIN)/pytest $(NBVAL) chapters -q -n $(WORKERS) --dist loadscope
 
 book-strict: $(ENV_STAMP) $(MATHJAX)
 	rm -rf _build/html

@@ -1,7 +1,18 @@
 """Settings shared by the unit tests."""
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
+
+# The property tests draw the same examples on every run ("repeatable", the
+# default), so that a run of `make test` is reproducible; a failure names its
+# example.  HYPOTHESIS_PROFILE=explore draws fresh examples on each run, to look
+# for bad inputs the fixed draws miss (CONTRIBUTING.md, "Tests").
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -350,6 +350,7 @@ def test_bayesian_gmm_rejects_bad_prior_means(bad):
 
 @settings(max_examples=40, deadline=None)
 @given(bad=for_optional(st.one_of(bad_arrays((D, D)), st.just(np.eye(D + 1)), st.just(-np.eye(D)),
+                               st.just(np.eye(D)[None]),
                                st.just(np.array([[1.0, 2.0], [2.0, 1.0]])),
                                st.just(np.array([[1.0, 0.5], [0.0, 1.0]])))))
 def test_bayesian_gmm_rejects_bad_scale_matrices(bad):

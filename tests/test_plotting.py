@@ -78,6 +78,7 @@ def test_use_book_style_sets_the_figure_defaults():
     ({"mean": [[0.0, 0.0]]}, "mean must be a 1-D array"),
     ({"mean": [0.0, np.nan]}, "mean must be finite"),
     ({"cov": np.eye(3)}, "cov must be 2 x 2"),
+    ({"cov": np.eye(2)[None]}, r"cov must be one \(d, d\) matrix"),
     ({"cov": [[1.0, 2.0], [2.0, 1.0]]}, "cov must be positive definite"),
     ({"n_std": 0.0}, "n_std must be > 0"),
 ])

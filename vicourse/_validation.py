@@ -196,13 +196,15 @@ def check_probability_vector(value, name: str, *, atol: float | None = None) -> 
     return array
 
 
-def check_spd(value, name: str, *, dim: int | None = None) -> np.ndarray:
-    """Check symmetric positive definite matrices, single ``(d, d)`` or stacked ``(..., d, d)``.
+def check_spd(value, name: str, *, dim: int | None = None, single: bool = False) -> np.ndarray:
+    """Check symmetric positive definite matrices: stacked ``(..., d, d)``, or one ``(d, d)`` if ``single``.
 
     Symmetry is checked to a relative tolerance of 1e-8; positive
     definiteness by attempting a Cholesky factorisation.
     """
     array = as_float_array(value, name)
+    if single and array.ndim != 2:
+        raise ValueError(f"{name} must be one (d, d) matrix; got shape {array.shape}")
     if array.ndim < 2 or array.shape[-1] != array.shape[-2]:
         raise ValueError(f"{name} must be square (..., d, d); got shape {array.shape}")
     if dim is not None and array.shape[-1] != dim:

@@ -255,7 +255,7 @@ def check_problem(X, resp_init, *, alpha0, beta0, m0, W0, nu0, reg_covar):
         W0 = chol_inv.T @ chol_inv
         W0_logdet = -2.0 * np.log(np.diag(chol)).sum()
     else:
-        W0 = check_spd(W0, "W0", dim=d)
+        W0 = check_spd(W0, "W0", dim=d, single=True)
         W0 = 0.5 * (W0 + W0.T)
         chol = np.linalg.cholesky(W0)
         chol_inv = np.linalg.inv(chol)

@@ -117,7 +117,7 @@ def gaussian_ellipse(ax, mean, cov, *, n_std: float = 2.0, **kwargs):
     """
     ax = _check_ax(ax)
     mean = as_float_array(mean, "mean", ndim=1)
-    cov = check_spd(cov, "cov", dim=2)
+    cov = check_spd(cov, "cov", dim=2, single=True)
     if mean.shape != (2,):
         raise ValueError(f"mean must have shape (2,); got {mean.shape}")
     n_std = check_positive(n_std, "n_std")
