@@ -28,7 +28,9 @@ thousand rows, so no array of :math:`n` rows is made: memory stays flat as
 :math:`n` grows.  Each block is centred on the data's mean (the mixture is
 translation-equivariant), which keeps the subtraction :math:`\\mathbb E[x
 x^\\top] - \\mu \\mu^\\top` accurate; a component too narrow for that (relative
-to its distance from the mean) is computed in centred form instead.
+to its distance from the mean) is computed in centred form instead: within
+the loop of :func:`fit_gmm`, from moments about its previous mean gathered in
+the same pass as the E-step.
 
 scikit-learn's ``GaussianMixture`` computes the same quantities one component
 at a time in centred form; the tests check that both give the same
@@ -197,8 +199,11 @@ class _Data:
         per_row = 8 * (self.n_stats + self.d + 4 * n_components)
         self.rows = int(min(self.n, max(64, _BLOCK_BYTES // per_row)))
         self._Xc = np.empty((self.rows, self.d))
-        self._T = np.empty((self.rows, self.n_stats))
-        self._T[:, 0] = 1.0
+        # T is built transposed, (n_stats, rows), so that each statistic is written
+        # as one contiguous row; blocks() hands out its (rows, n_stats) view.
+        self._TT = np.empty((self.n_stats, self.rows))
+        self._TT[0] = 1.0
+        self._XcT = np.empty((self.d, self.rows))
         # The (K, rows) layout makes the reductions over components elementwise
         # operations on K contiguous rows, which numpy vectorises (a reduction over a
         # short last axis of (rows, K) runs one tiny loop per row).
@@ -228,13 +233,15 @@ class _Data:
         """Yield (rows, Xc, T): the centred block and its statistics T = (1, x, vech(x x^T))."""
         d = self.d
         for rows, Xc in self._centred_blocks():
-            T = self._T[:Xc.shape[0]]
-            T[:, 1:1 + d] = Xc
+            m = Xc.shape[0]
+            TT, XcT = self._TT[:, :m], self._XcT[:, :m]
+            XcT[...] = Xc.T
+            TT[1:1 + d] = XcT
             start = 1 + d
             for a in range(d):       # row a of the upper triangle, in np.triu_indices order
-                np.multiply(Xc[:, a:a + 1], Xc[:, a:], out=T[:, start:start + d - a])
+                np.multiply(XcT[a], XcT[a:], out=TT[start:start + d - a])
                 start += d - a
-            yield rows, Xc, T
+            yield rows, Xc, TT.T
 
     # -- the two steps
 
@@ -297,8 +304,18 @@ class _Data:
         return stats
 
     def e_pass(self, p: _Params, *, with_statistics: bool = True):
-        """One E-step over all blocks: what the loop records, and r^T T for the M-step."""
+        """One E-step over all blocks: what the loop records, and r^T T for the M-step.
+
+        With the statistics it also accumulates, for each component that is
+        narrow at ``p``, the first and second moments of the points about that
+        component's mean, sum_i r_ik (x_i - mu_k) and sum_i r_ik (x_i - mu_k)(x_i -
+        mu_k)^T: from them the M-step forms the new covariance without a second
+        pass (see :meth:`m_step`).
+        """
         stats = np.zeros((self.K, self.n_stats)) if with_statistics else None
+        narrow = p.narrow if with_statistics else p.narrow[:0]
+        first = np.zeros((narrow.size, self.d))
+        second = np.zeros((narrow.size, self.d, self.d))
         log_lik = abs_log_lik = cross = neg_entropy = 0.0
         for rows, Xc, T in self.blocks():
             lj, resp, lse = self.block_e_step(Xc, T, p, rows)
@@ -309,19 +326,40 @@ class _Data:
             neg_entropy += float(np.vdot(resp, lj - lse))
             if with_statistics:
                 stats += resp @ T
+            for j, k in enumerate(narrow):                    # loop over K, rarely entered
+                diff = Xc - p.means_c[k]
+                weighted = resp[k, :, None] * diff
+                first[j] += weighted.sum(axis=0)
+                second[j] += weighted.T @ diff
         return {"log_likelihood": log_lik, "abs_log_likelihood": abs_log_lik,
                 "elbo": cross - neg_entropy, "neg_entropy": neg_entropy,
-                "stats": stats}
+                "stats": stats, "about_old_means": (narrow, first, second)}
 
-    def m_step(self, stats, reg_covar: float, *, resp=None, p_old: _Params | None = None):
+    def m_step(self, stats, reg_covar: float, *, resp=None, p_old: _Params | None = None,
+               about_old_means=None):
         """Weights, centred means and covariances from statistics ``stats`` (K, n_stats).
 
-        A narrow component's covariance is recomputed in centred form, which
-        needs the responsibilities once more: from ``resp`` (n, K) if given,
+        A narrow component's covariance is recomputed in centred form.  If
+        ``about_old_means`` (from :meth:`e_pass` at ``p_old``) holds its
+        moments about its old mean m, the scatter about the new mean mu is
+        S_m - f d^T - d f^T + N_k d d^T with f the first moment about m and
+        d = mu - m, which is small, so nothing cancels.  Otherwise the
+        responsibilities are needed once more: from ``resp`` (n, K) if given,
         else by repeating the E-step at ``p_old``, block by block.
         """
         weights, means_c, covariances = _params_from_statistics(stats, self.centre, reg_covar)
         narrow = np.flatnonzero(_narrow(means_c, covariances, self.radius))
+        if narrow.size and about_old_means is not None:
+            old, first, second = about_old_means
+            done = np.isin(narrow, old)
+            for k in narrow[done]:
+                j = int(np.flatnonzero(old == k)[0])
+                shift = means_c[k] - p_old.means_c[k]
+                cross = np.outer(first[j], shift)
+                scatter = second[j] - cross - cross.T + stats[k, 0] * np.outer(shift, shift)
+                covariances[k] = scatter / (stats[k, 0] + _NK_FLOOR)
+                covariances[k] += reg_covar * np.eye(self.d)
+            narrow = narrow[~done]
         if narrow.size:
             # Fallback: where E[x x^T] - mu mu^T cancels badly, the textbook centred
             # sum, exactly scikit-learn's _estimate_gaussian_covariances_full.
@@ -877,7 +915,8 @@ def _fit_gmm(X, resp_init, n_components: int, max_iter: int, tol: float,
         # M-step: theta_t from the expected statistics of q_t.
         params_old = params
         params = _params_or_raise(
-            data, *data.m_step(e["stats"], reg_covar, p_old=params_old), iteration)
+            data, *data.m_step(e["stats"], reg_covar, p_old=params_old,
+                               about_old_means=e["about_old_means"]), iteration)
         elbos.append(finite_or_raise(
             _elbo_at_m_step(e["stats"], params, reg_covar, e["neg_entropy"]),
             f"the ELBO at iteration {iteration}",
