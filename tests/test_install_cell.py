@@ -70,9 +70,12 @@ def test_refresh_is_idempotent_and_replaces_an_old_cell(tmp_path):
                                          nbformat.v4.new_code_cell("x = 1")])
     assert install_cell.refresh(nb, "https://github.com/old/repo", "main") is True
     first_id = nb.cells[0]["id"]
+    assert nb.cells[0]["execution_count"] is None          # new: the notebook must run again
+    nb.cells[0]["execution_count"] = 1                      # as a run of the notebook leaves it
     assert install_cell.refresh(nb, "https://github.com/old/repo", "main") is False
     assert install_cell.refresh(nb, URL, BRANCH) is True
     assert len(nb.cells) == 3 and nb.cells[0]["id"] == first_id
+    assert nb.cells[0]["execution_count"] == 1               # a new URL keeps the stored run
     assert URL in nb.cells[0].source and "old/repo" not in nb.cells[0].source
     # A copy moved elsewhere (by hand) goes back to the top, once.
     nb.cells = [nb.cells[1], nb.cells[0], nb.cells[2]]
