@@ -68,13 +68,35 @@ def _relative(path: Path) -> str:
     return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
 
 
+def _nbval_on(config) -> bool:
+    return bool(config.getoption("nbval", default=False)
+                or config.getoption("nbval_lax", default=False))
+
+
 def pytest_collection_finish(session):
     config = session.config
-    if not config.getoption("nbval", default=False) and not config.getoption("nbval_lax",
-                                                                              default=False):
+    # Under pytest-xdist each worker collects; the controller checks what the
+    # first worker collected (below), where its error reaches the terminal.
+    if not _nbval_on(config) or hasattr(config, "workerinput"):
         return
-    collected = {Path(str(item.path)).resolve() for item in session.items
-                 if str(item.path).endswith(".ipynb")}
+    _check_collected(config, {Path(str(item.path)).resolve() for item in session.items})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    config = node.config
+    if not _nbval_on(config) or getattr(config, "_vicourse_checked", False):
+        return
+    config._vicourse_checked = True
+    try:
+        _check_collected(config, {(config.rootpath / i.split("::")[0]).resolve() for i in ids})
+    except pytest.UsageError as error:
+        pytest.exit(f"UsageError: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def _check_collected(config, paths: set[Path]) -> None:
+    """Raise pytest.UsageError if the collected ``paths`` miss a notebook they should hold."""
+    collected = {path for path in paths if path.suffix == ".ipynb"}
     if not collected:
         raise pytest.UsageError("nbval collected no notebook: check the paths given to pytest")
     selecting = (config.getoption("keyword", default="") or config.getoption("markexpr", default="")

@@ -5,12 +5,14 @@ Each test builds a scratch course in a temporary folder: the recipe's files
 own notebooks, with or without a ``_toc.yml``, and runs the recipe's command.
 """
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # The command of README.md's recipe, with the course's notebook folder appended.
@@ -37,23 +39,32 @@ def _course(tmp_path: Path, toc: str | None = None) -> Path:
     return tmp_path
 
 
+# The recipe as written, and with README.md's pytest-xdist options (make test's way).
+PARALLEL = pytest.mark.parametrize("workers", [[], ["-n", "2", "--dist", "loadscope"]],
+                                   ids=["serial", "xdist"])
+
+
 def _run(course: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*RECIPE, *args], cwd=course, capture_output=True, text=True,
                           timeout=300)
 
 
-def test_the_recipe_runs_a_course_without_a_table_of_contents(tmp_path):
+@PARALLEL
+def test_the_recipe_runs_a_course_without_a_table_of_contents(tmp_path, workers):
     course = _course(tmp_path)
     _notebook(course / "lessons" / "first.ipynb")
-    result = _run(course, "lessons")
+    result = _run(course, "lessons", *workers)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "lessons/first::ipynb::Cell 0 PASSED" in result.stdout   # -v: one line per cell
+    # -v: one line per cell (xdist writes the verdict first)
+    assert re.search(r"lessons/first::ipynb::Cell 0 PASSED|PASSED lessons/first::ipynb::Cell 0",
+                     result.stdout), result.stdout
 
 
-def test_the_recipe_fails_when_it_finds_no_notebook(tmp_path):
+@PARALLEL
+def test_the_recipe_fails_when_it_finds_no_notebook(tmp_path, workers):
     course = _course(tmp_path)
     (course / "lessons").mkdir()
-    result = _run(course, "lessons")
+    result = _run(course, "lessons", *workers)
     assert result.returncode != 0
     assert "collected no notebook" in result.stdout + result.stderr
 
@@ -70,12 +81,13 @@ parts:
 """
 
 
-def test_a_listed_notebook_that_is_missing_or_left_out_fails_wherever_the_chapters_live(tmp_path):
+@PARALLEL
+def test_a_listed_notebook_that_is_missing_or_left_out_fails_wherever_the_chapters_live(tmp_path, workers):
     course = _course(tmp_path, TOC)
     (course / "intro.md").write_text("# A course\n")
     _notebook(course / "lessons" / "first.ipynb")
     _notebook(course / "lessons" / "second.ipynb")
-    result = _run(course, "lessons", "--ignore", "lessons/second.ipynb")
+    result = _run(course, "lessons", "--ignore", "lessons/second.ipynb", *workers)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "lessons/second.ipynb: listed in _toc.yml, but not collected" in output
