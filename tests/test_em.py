@@ -171,6 +171,36 @@ def test_fit_gmm_matches_sklearn_with_a_narrow_component_far_from_the_data_mean(
     np.testing.assert_allclose(ours.log_likelihoods[:-1] / len(X), ref.lower_bounds_, rtol=1e-10)
 
 
+@pytest.mark.parametrize("offset, sd", [(1e-4, 1e-3), (0.05, 0.1), (0.5, 0.5), (1.0, 0.7)])
+def test_the_loop_s_m_step_of_a_narrow_component_matches_sklearn_however_far_its_mean_moves(
+        offset, sd):
+    # Within fit_gmm the E-pass at theta_old gathers a narrow component's moments about
+    # its old mean, and the M-step shifts them to the new mean; that shift cancels when
+    # the mean moves far compared with the new spread, where the exact route must take
+    # over.  A spike of 6 points 100 units out (spread 1e-5) and an old component of
+    # standard deviation `sd` whose mean is `offset` away from it: the new parameters
+    # must be scikit-learn's M-step from the same responsibilities.
+    from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
+
+    rng = np.random.default_rng(21)
+    spike = np.array([60.0, -80.0])
+    X = np.vstack([rng.normal(size=(200, 2)), spike + 1e-5 * rng.normal(size=(6, 2))])
+    weights = np.array([0.97, 0.03])
+    means = np.array([[0.0, 0.0], spike + offset])
+    covariances = np.array([np.eye(2), sd**2 * np.eye(2)])
+    data = em._Data(X, 2)
+    p_old = data.params(weights, means - data.centre, covariances)
+    assert 1 in p_old.narrow                                   # the shifted route is offered
+    e = data.e_pass(p_old)
+    new_weights, new_means_c, new_covariances = data.m_step(
+        e["stats"], 1e-12, p_old=p_old, about_old_means=e["about_old_means"])
+    resp = np.exp(em.e_step(X, weights, means, covariances))
+    n_k, ref_means, ref_covariances = _estimate_gaussian_parameters(X, resp, 1e-12, "full")
+    np.testing.assert_allclose(new_weights, n_k / len(X), rtol=1e-12)
+    np.testing.assert_allclose(new_means_c + data.centre, ref_means, rtol=1e-10)
+    np.testing.assert_allclose(new_covariances, ref_covariances, rtol=1e-8)
+
+
 def test_one_e_step_then_m_step_is_one_sklearn_iteration():
     X, resp_init = make_data(4, d=3, K=2)
     theta0 = em.m_step(X, resp_init)

@@ -203,7 +203,6 @@ class _Data:
         # as one contiguous row; blocks() hands out its (rows, n_stats) view.
         self._TT = np.empty((self.n_stats, self.rows))
         self._TT[0] = 1.0
-        self._XcT = np.empty((self.d, self.rows))
         # The (K, rows) layout makes the reductions over components elementwise
         # operations on K contiguous rows, which numpy vectorises (a reduction over a
         # short last axis of (rows, K) runs one tiny loop per row).
@@ -234,9 +233,9 @@ class _Data:
         d = self.d
         for rows, Xc in self._centred_blocks():
             m = Xc.shape[0]
-            TT, XcT = self._TT[:, :m], self._XcT[:, :m]
+            TT = self._TT[:, :m]
+            XcT = TT[1:1 + d]
             XcT[...] = Xc.T
-            TT[1:1 + d] = XcT
             start = 1 + d
             for a in range(d):       # row a of the upper triangle, in np.triu_indices order
                 np.multiply(XcT[a], XcT[a:], out=TT[start:start + d - a])
@@ -333,7 +332,8 @@ class _Data:
                 second[j] += weighted.T @ diff
         return {"log_likelihood": log_lik, "abs_log_likelihood": abs_log_lik,
                 "elbo": cross - neg_entropy, "neg_entropy": neg_entropy,
-                "stats": stats, "about_old_means": (narrow, first, second)}
+                "stats": stats,
+                "about_old_means": (narrow, p.means_c[narrow], first, second)}
 
     def m_step(self, stats, reg_covar: float, *, resp=None, p_old: _Params | None = None,
                about_old_means=None):
@@ -342,24 +342,34 @@ class _Data:
         A narrow component's covariance is recomputed in centred form.  If
         ``about_old_means`` (from :meth:`e_pass` at ``p_old``) holds its
         moments about its old mean m, the scatter about the new mean mu is
-        S_m - f d^T - d f^T + N_k d d^T with f the first moment about m and
-        d = mu - m, which is small, so nothing cancels.  Otherwise the
+        S_m - f s^T - s f^T + N_k s s^T, with f the first moment about m and
+        s = mu - m; this costs an error of about eps |s|^2 relative to the
+        smallest eigenvalue of the new covariance, which is used only where
+        that is below the tolerance of :func:`_narrow`.  Otherwise the
         responsibilities are needed once more: from ``resp`` (n, K) if given,
         else by repeating the E-step at ``p_old``, block by block.
         """
         weights, means_c, covariances = _params_from_statistics(stats, self.centre, reg_covar)
         narrow = np.flatnonzero(_narrow(means_c, covariances, self.radius))
         if narrow.size and about_old_means is not None:
-            old, first, second = about_old_means
-            done = np.isin(narrow, old)
-            for k in narrow[done]:
-                j = int(np.flatnonzero(old == k)[0])
-                shift = means_c[k] - p_old.means_c[k]
+            old, old_means, first, second = about_old_means
+            remaining = []
+            for k in narrow:
+                where = np.flatnonzero(old == k)
+                if where.size == 0:
+                    remaining.append(k)
+                    continue
+                j = int(where[0])
+                shift = means_c[k] - old_means[j]
                 cross = np.outer(first[j], shift)
                 scatter = second[j] - cross - cross.T + stats[k, 0] * np.outer(shift, shift)
-                covariances[k] = scatter / (stats[k, 0] + _NK_FLOOR)
-                covariances[k] += reg_covar * np.eye(self.d)
-            narrow = narrow[~done]
+                covariance = scatter / (stats[k, 0] + _NK_FLOOR) + reg_covar * np.eye(self.d)
+                smallest = np.linalg.eigvalsh(covariance)[0]
+                if _EPS * float(shift @ shift) > _EXPANSION_TOL * smallest:
+                    remaining.append(k)        # the mean moved too far: the exact route
+                else:
+                    covariances[k] = covariance
+            narrow = np.asarray(remaining, dtype=np.intp)
         if narrow.size:
             # Fallback: where E[x x^T] - mu mu^T cancels badly, the textbook centred
             # sum, exactly scikit-learn's _estimate_gaussian_covariances_full.
@@ -866,7 +876,8 @@ def fit_gmm(X, resp_init, *, max_iter: int = 100, tol: float = 1e-3,
     \Lambda_k)`.  A final E-step gives the log-likelihood of the returned
     parameters.  Memory is a few MiB whatever ``n`` is; no (n, K) array is
     made besides ``resp_init``.  A narrow component (see :func:`m_step`)
-    costs a second pass in the iterations where it is narrow.
+    costs a second pass in an iteration where it becomes narrow, or where its
+    mean moves too far for its moments about the old mean to stay accurate.
 
     References
     ----------
