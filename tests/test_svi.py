@@ -96,6 +96,9 @@ def test_svi_with_minibatches_reaches_the_batch_optimum():
     # within 1e-3 nats per point of the batch optimum's ELBO, on the whole data
     gap = (batch.elbos[-1] - fit.info["elbo"]) / n
     assert abs(gap) < 1e-3, gap
+    # info["elbo"] is the whole-data ELBO of the returned fit, as bayesian_gmm_elbo computes it
+    # (that function is checked against scikit-learn's per-point log-sum-exp below).
+    assert fit.info["elbo"] == pytest.approx(svi.bayesian_gmm_elbo(X, fit), rel=1e-12)
     np.testing.assert_allclose(fit.weights, batch.weights, atol=0.01)
     np.testing.assert_allclose(fit.m, batch.m, atol=0.05)
 
@@ -642,6 +645,14 @@ def test_fit_reads_a_dataloader_as_it_reads_the_same_blocks():
     for loader in loaders:
         fit = svi.fit_gaussian(log_prior, log_lik, loader, **settings_)
         np.testing.assert_array_equal(fit.loc, blocks.loc)
+    # A block may also be a list of its rows, even of one row.
+    as_rows = svi.fit_gaussian(log_prior, log_lik, [list(data[i:i + 20]) for i in range(0, 60, 20)],
+                               **settings_)
+    np.testing.assert_array_equal(as_rows.loc, blocks.loc)
+    one_row = svi.fit_gaussian(log_prior, log_lik, [[row] for row in data], **settings_)
+    one_row_arrays = svi.fit_gaussian(log_prior, log_lik, [data[i:i + 1] for i in range(60)],
+                                      **settings_)
+    np.testing.assert_array_equal(one_row.loc, one_row_arrays.loc)
     pairs = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(t[:, :3], t[:, 3]), batch_size=20)
     assert_rejects(lambda: svi.fit_gaussian(log_prior, log_lik, pairs, **settings_), "data",
                    exceptions=ValueError)

@@ -240,9 +240,7 @@ def gaussian_2d(loc, covariance_matrix, *, init_loc=None, max_iter: int = 100,
     Bishop (2006), Section 10.1.2, equations (10.11)-(10.15).
     """
     loc = _vector(loc, "loc", 2)
-    cov = check_spd(covariance_matrix, "covariance_matrix", dim=2)
-    if cov.shape != (2, 2):
-        raise ValueError(f"covariance_matrix must be one 2 x 2 matrix; got shape {cov.shape}")
+    cov = check_spd(covariance_matrix, "covariance_matrix", dim=2, single=True)
     start = np.zeros(2) if init_loc is None else _vector(init_loc, "init_loc", 2)
     max_iter = check_int(max_iter, "max_iter")
     tol = check_scalar(tol, "tol", nonnegative=True)

@@ -822,8 +822,10 @@ class _Data:
 
     def _tensor(self, rows) -> torch.Tensor:
         if (isinstance(rows, list | tuple) and rows
-                and all(isinstance(r, torch.Tensor | np.ndarray) for r in rows)):
-            # a DataLoader over a TensorDataset yields [tensor], one field per tensor of the set
+                and all(isinstance(r, torch.Tensor | np.ndarray) for r in rows)
+                and any(r.ndim >= 2 for r in rows)):
+            # A DataLoader over a TensorDataset yields [tensor], one field per tensor of
+            # the set, each a whole block; a list of 1-D rows is a block as it stands.
             if len(rows) != 1:
                 raise ValueError(f"data must give one array of rows per block; got a block of "
                                  f"{len(rows)} arrays (a DataLoader over a dataset of several "
